@@ -1,0 +1,203 @@
+"""The ingest pipeline for one file: read → map → validate → derive → load.
+
+`ingest_file` is what the CLI, the HTTP upload and the scheduled sources all call, so every
+route answers the same way: loaded, refused (with the reason, nothing loaded) or duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine
+
+from ingest.derive import derive
+from ingest.errors import FeedRefused
+from ingest.load import FeedRecord, load_snapshot, loaded_feed_with_sha, record_refused
+from ingest.profiles import Profile, load_profile
+from ingest.read import file_format_of, read_extract, sha256_of
+from ingest.validate import map_columns, validate
+from ptl.refdata.imd import imd_lookup
+from ptl.refdata.postcodes import postcode_lookup
+from ptl.settings import Settings
+
+log = logging.getLogger("ptl.ingest")
+
+
+@dataclass
+class IngestResult:
+    """What happened to one file (the `--json` summary and the API answer)."""
+
+    status: str  # loaded | refused | duplicate
+    provider_code: str
+    filename: str
+    message: str
+    feed_id: int | None = None
+    census_date: dt.date | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_warned: int = 0
+    became_current: bool = False
+    seconds: float = 0.0
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    refusal_kind: str | None = None
+
+    def top_reasons(self, limit: int = 5) -> list[tuple[str, str, int]]:
+        """(column, kind, count) of the commonest rejections."""
+        counts: dict[tuple[str, str], int] = {}
+        for item in self.rejections:
+            key = (item["column"], item["kind"])
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        return [(column, kind, n) for (column, kind), n in ranked]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "feed_id": self.feed_id,
+            "status": self.status,
+            "provider_code": self.provider_code,
+            "census_date": self.census_date.isoformat() if self.census_date else None,
+            "filename": self.filename,
+            "rows_read": self.rows_read,
+            "rows_loaded": self.rows_loaded,
+            "rows_rejected": self.rows_rejected,
+            "rows_warned": self.rows_warned,
+            "became_current": self.became_current,
+            "seconds": round(self.seconds, 3),
+            "message": self.message,
+            "rejections": self.rejections,
+            "warnings": self.warnings,
+        }
+
+
+def _issue_list(issues: pl.DataFrame, severity: str) -> list[dict[str, Any]]:
+    return (
+        issues.filter(pl.col("severity") == severity)
+        .select("row", "column", "kind", "reason")
+        .to_dicts()
+    )
+
+
+def ingest_file(
+    engine: Engine,
+    path: Path,
+    *,
+    provider_code: str,
+    profile: str | Path | Profile = "wlmds",
+    census_date: dt.date | None = None,
+    source: str = "cli",
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+    filename: str | None = None,
+) -> IngestResult:
+    """Ingest one extract for one provider. Raises `ProfileError` for a broken profile; every
+    problem with the file itself is answered as a refused result, never an exception."""
+    settings = settings or Settings.from_env()
+    started = time.perf_counter()
+    provider_code = provider_code.strip().upper()
+    resolved = profile if isinstance(profile, Profile) else load_profile(profile)
+    name = filename or path.name
+    say = progress or (lambda _message: None)
+
+    record = FeedRecord(
+        provider_code=provider_code, filename=name, sha256="", file_format="unknown",
+        profile=resolved.name, source=source, census_date=census_date,
+    )
+    issues: pl.DataFrame | None = None
+    try:
+        record.file_format = file_format_of(path)
+        try:
+            record.sha256 = sha256_of(path)
+        except OSError as exc:
+            raise FeedRefused(f"{name}: cannot be read ({exc.strerror})", kind="unreadable") from None
+        with engine.connect() as connection:
+            earlier = loaded_feed_with_sha(connection, provider_code, record.sha256)
+        if earlier is not None:
+            return _duplicate(provider_code, name, earlier, started)
+
+        say(f"reading {name}")
+        t0 = time.perf_counter()
+        extract = read_extract(path, resolved)
+        record.read_seconds = time.perf_counter() - t0
+
+        say(f"validating {extract.frame.height:,} rows")
+        t0 = time.perf_counter()
+        mapped = map_columns(extract.frame, resolved, filename=name, provider_code=provider_code,
+                             census_date=census_date)
+        record.census_date = mapped.census_date
+        checked = validate(mapped, resolved, extract.row_offset, extract.frame)
+        issues = checked.issues
+        record.rows_read = checked.rows_read
+        record.rows_rejected = checked.rows_rejected
+        record.rows_warned = checked.rows_warned
+        record.rows_loaded = checked.rows_read - checked.rows_rejected
+        share = checked.rows_rejected / checked.rows_read
+        if share > settings.max_rejected_share:
+            raise FeedRefused(
+                f"{name}: {checked.rows_rejected:,} of {checked.rows_read:,} rows "
+                f"({share:.0%}) were rejected, more than the {settings.max_rejected_share:.0%} "
+                "allowed; the previous snapshot stays current. Fix the commonest problems "
+                "(see the rejections) and send the file again",
+                kind="too_many_rejected",
+            )
+        with engine.connect() as connection:
+            postcodes = postcode_lookup(connection, checked.clean.get_column("postcode"))
+            imd = imd_lookup(connection)
+        pathways = derive(checked.clean, mapped.census_date, postcodes, imd)
+        record.validate_seconds = time.perf_counter() - t0
+    except FeedRefused as refusal:
+        record.message = str(refusal)
+        record.rows_loaded = 0
+        feed_id = record_refused(engine, record, issues)
+        log.warning("feed refused", extra={"feed_id": feed_id, "provider": provider_code,
+                                            "reason": refusal.kind, "rows_read": record.rows_read})
+        return IngestResult(
+            status="refused", provider_code=provider_code, filename=name, message=str(refusal),
+            feed_id=feed_id, census_date=record.census_date, rows_read=record.rows_read,
+            rows_rejected=record.rows_rejected, rows_warned=record.rows_warned,
+            seconds=time.perf_counter() - started, refusal_kind=refusal.kind,
+            rejections=_issue_list(issues, "rejected") if issues is not None else [],
+            warnings=_issue_list(issues, "warning") if issues is not None else [],
+        )
+
+    record.message = (
+        f"loaded {record.rows_loaded:,} of {record.rows_read:,} rows"
+        + (f"; {record.rows_rejected:,} rejected" if record.rows_rejected else "")
+        + (f"; {record.rows_warned:,} with warnings" if record.rows_warned else "")
+    )
+    outcome = load_snapshot(engine, record, pathways, issues, progress=say)
+    if outcome.duplicate:
+        return _duplicate(provider_code, name, outcome.feed_id, started)
+    seconds = time.perf_counter() - started
+    if not outcome.became_current:
+        record.message += (f"; kept as history (census {record.census_date} is older than the "
+                           "provider's current snapshot)")
+    log.info("feed loaded", extra={
+        "feed_id": outcome.feed_id, "provider": provider_code, "census_date": str(record.census_date),
+        "rows_read": record.rows_read, "rows_loaded": record.rows_loaded,
+        "rows_rejected": record.rows_rejected, "rows_warned": record.rows_warned,
+        "seconds": round(seconds, 3), "current": outcome.became_current,
+    })
+    return IngestResult(
+        status="loaded", provider_code=provider_code, filename=name, message=record.message,
+        feed_id=outcome.feed_id, census_date=record.census_date, rows_read=record.rows_read,
+        rows_loaded=record.rows_loaded, rows_rejected=record.rows_rejected,
+        rows_warned=record.rows_warned, became_current=outcome.became_current, seconds=seconds,
+        rejections=_issue_list(issues, "rejected"), warnings=_issue_list(issues, "warning"),
+    )
+
+
+def _duplicate(provider_code: str, name: str, feed_id: int, started: float) -> IngestResult:
+    log.info("feed already loaded", extra={"feed_id": feed_id, "provider": provider_code})
+    return IngestResult(
+        status="duplicate", provider_code=provider_code, filename=name, feed_id=feed_id,
+        message=f"already loaded as feed {feed_id}", seconds=time.perf_counter() - started,
+    )

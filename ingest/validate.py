@@ -1,0 +1,453 @@
+"""Row validation of a mapped extract, vectorised with Polars expressions.
+
+Every rule is one expression over whole columns that yields, per row, either null (fine) or the
+reason a person can act on. Rules are `rejected` (the row is not loaded) or `warning` (the row
+loads and the offending value is blanked). The rule table is `_checks`; README "Validation
+rules" lists it for users.
+
+File-level problems (missing columns, provider or census date that do not agree with what was
+declared) raise `FeedRefused`: nothing is loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from ingest.errors import FeedRefused
+from ingest.profiles import Profile
+from ptl import codes
+from ptl.fields import DATE_FIELDS, FIELDS, REQUIRED_COLUMNS, REQUIRED_VALUES
+
+ROW = "__row"
+Severity = Literal["rejected", "warning"]
+
+#: Date formats tried, in order, when the profile names none (UK day-first, never US).
+DEFAULT_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%Y%m%d", "%d-%m-%Y", "%d.%m.%Y")
+#: Dates that must not be after the census (TCI dates are bookings, so they may be).
+NOT_AFTER_CENSUS = (
+    "date_of_birth",
+    "decision_to_admit_date",
+    "last_validated_date",
+    "last_attended_date",
+    "last_dna_date",
+)
+_TRUE = ("Y", "YES", "TRUE", "T", "1")
+_FALSE = ("N", "NO", "FALSE", "F", "0")
+_POSTCODE = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
+_CLINICAL_PRIORITY_FORMS = {code.upper(): code for code in codes.CLINICAL_PRIORITIES}
+_TRAVEL_FORMS = {
+    "50": "50", "50 MILES": "50", "100": "100", "100 MILES": "100",
+    "NATIONAL": "national", "NATIONALLY": "national", "ANY": "national",
+}
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """The extract on canonical names: raw text per field and which header it came from."""
+
+    frame: pl.DataFrame  # ROW + one text column per canonical field
+    source_columns: dict[str, str]  # canonical field → header (or "(profile default)")
+    provider_code: str
+    census_date: dt.date
+
+
+@dataclass(frozen=True)
+class Validated:
+    clean: pl.DataFrame  # rows that load: typed canonical columns + ROW
+    issues: pl.DataFrame  # row, column, source_column, severity, kind, reason, raw_value, raw_row
+    rows_read: int
+    rows_rejected: int
+    rows_warned: int
+
+
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    kind: str
+    severity: Severity
+    reason: pl.Expr  # text when the row breaks the rule, else null
+
+
+def map_columns(
+    extract_frame: pl.DataFrame,
+    profile: Profile,
+    *,
+    filename: str,
+    provider_code: str,
+    census_date: dt.date | None,
+) -> Mapped:
+    """Put the extract on canonical names and settle provider and census date for the file."""
+    headers = extract_frame.columns
+    matched = profile.match_columns(headers)
+    declared = {"provider_code": provider_code}
+    if census_date is not None:
+        declared["census_date"] = census_date.isoformat()
+    missing = [
+        name
+        for name in REQUIRED_COLUMNS
+        if name not in matched and name not in profile.defaults and name not in declared
+    ]
+    if missing:
+        expected = "; ".join(
+            f"{name} (header {' or '.join(repr(h) for h in profile.columns.get(name, (name,))[:3])})"
+            + (" — or pass --census-date" if name == "census_date" else "")
+            for name in missing
+        )
+        raise FeedRefused(
+            f"{filename}: missing required column(s): {expected}. The file has: "
+            f"{', '.join(headers[:40])}",
+            kind="missing_columns",
+        )
+    source_columns: dict[str, str] = {}
+    exprs: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)]
+    for field in FIELDS:
+        name = field.name
+        if name in matched:
+            header = matched[name]
+            source_columns[name] = header
+            text = pl.col(header).cast(pl.String).str.strip_chars()
+            exprs.append(pl.when(text == "").then(None).otherwise(text).alias(name))
+        elif name in profile.defaults:
+            source_columns[name] = "(profile default)"
+            exprs.append(pl.lit(profile.defaults[name], dtype=pl.String).alias(name))
+        else:
+            source_columns[name] = "(not supplied)"
+            exprs.append(pl.lit(None, dtype=pl.String).alias(name))
+    frame = extract_frame.select(exprs)
+    for name, mapping in profile.values.items():
+        frame = frame.with_columns(pl.col(name).replace(mapping))
+
+    provider = _settle_provider(frame, provider_code, filename)
+    census = _settle_census(frame, census_date, profile, filename)
+    frame = frame.with_columns(
+        pl.lit(provider).alias("provider_code"), pl.lit(census.isoformat()).alias("census_date")
+    )
+    return Mapped(frame=frame, source_columns=source_columns, provider_code=provider, census_date=census)
+
+
+def _settle_provider(frame: pl.DataFrame, declared: str, filename: str) -> str:
+    declared = declared.strip().upper()
+    found = frame.get_column("provider_code").drop_nulls().str.to_uppercase().unique().sort().to_list()
+    others = [code for code in found if code != declared]
+    if others:
+        raise FeedRefused(
+            f"{filename}: declared for provider {declared} but the file holds provider code(s) "
+            f"{', '.join(others[:5])}; send each provider's extract under its own code",
+            kind="provider_mismatch",
+        )
+    return declared
+
+
+def _settle_census(
+    frame: pl.DataFrame, declared: dt.date | None, profile: Profile, filename: str
+) -> dt.date:
+    raw = frame.get_column("census_date")
+    if raw.null_count() == frame.height and declared is None:
+        raise FeedRefused(
+            f"{filename}: no census date: the census date column is empty; pass --census-date",
+            kind="census_date",
+        )
+    values = raw.drop_nulls().unique()
+    parsed = values.to_frame().select(parse_date(pl.col("census_date"), profile.date_format)).to_series()
+    if parsed.null_count():
+        bad = values.filter(parsed.is_null()).head(3).to_list()
+        raise FeedRefused(
+            f"{filename}: census date {', '.join(repr(v) for v in bad)} is not a date",
+            kind="census_date",
+        )
+    dates = sorted(set(parsed.to_list()))
+    if len(dates) > 1:
+        raise FeedRefused(
+            f"{filename}: the file holds {len(dates)} census dates ({dates[0]} … {dates[-1]}); "
+            "send one census per file",
+            kind="census_date",
+        )
+    if declared is not None and dates and dates[0] != declared:
+        raise FeedRefused(
+            f"{filename}: declared census date {declared} but the file says {dates[0]}",
+            kind="census_date",
+        )
+    if dates and raw.null_count():
+        raise FeedRefused(
+            f"{filename}: {raw.null_count()} row(s) have no census date while others say {dates[0]}",
+            kind="census_date",
+        )
+    census = declared if declared is not None else dates[0]
+    if census > dt.date.today() + dt.timedelta(days=7):
+        raise FeedRefused(f"{filename}: census date {census} is in the future", kind="census_date")
+    return census
+
+
+def parse_date(text: pl.Expr, date_format: str | None) -> pl.Expr:
+    """Parse text dates; a profile's format is tried first, then the defaults. Excel/ISO
+    timestamps ('2024-01-31 00:00:00') keep their date."""
+    formats = ((date_format,) if date_format else ()) + DEFAULT_DATE_FORMATS
+    date_part = text.str.split(" ").list.first().str.split("T").list.first()
+    return pl.coalesce([date_part.str.strptime(pl.Date, fmt, strict=False) for fmt in formats])
+
+
+def _format_hint(date_format: str | None) -> str:
+    if date_format:
+        readable = date_format.replace("%d", "DD").replace("%m", "MM").replace("%Y", "YYYY")
+        return f" (expected {readable})"
+    return " (expected YYYY-MM-DD or DD/MM/YYYY)"
+
+
+def _reason(bad: pl.Expr, template: str, *args: pl.Expr) -> pl.Expr:
+    return pl.when(bad).then(pl.format(template, *args) if args else pl.lit(template)).otherwise(None)
+
+
+def _normalised(frame: pl.DataFrame) -> pl.DataFrame:
+    """Canonical spellings of codes so the code-list checks see one form."""
+    upper = pl.col
+    tfc = upper("treatment_function_code").str.to_uppercase().str.strip_prefix("C_")
+    wlt = upper("waiting_list_type").str.to_uppercase().str.replace_all(r"\s", "")
+    priority = upper("clinical_priority").str.to_uppercase().str.replace_all(r"\s", "")
+    asa = upper("asa_grade").str.to_uppercase().str.replace_all(r"ASA|\s", "").str.replace(r"\.0+$", "")
+    status = upper("nhs_number_status")
+    return frame.with_columns(
+        tfc.alias("treatment_function_code"),
+        wlt.replace(codes.WAITING_LIST_TYPE_SYNONYMS).alias("waiting_list_type"),
+        priority.replace(_CLINICAL_PRIORITY_FORMS).alias("clinical_priority"),
+        asa.alias("asa_grade"),
+        pl.when(status.str.len_chars() == 1).then("0" + status).otherwise(status).alias("nhs_number_status"),
+        upper("nhs_number").str.replace_all(r"[\s-]", "").alias("nhs_number"),
+        upper("ethnic_category").str.to_uppercase().alias("ethnic_category"),
+        upper("sex").str.to_uppercase().alias("sex"),
+        upper("postcode").str.to_uppercase().str.replace_all(r"\s", "").alias("postcode"),
+        upper("lsoa11").str.to_uppercase().alias("lsoa11"),
+        upper("site_code").str.to_uppercase().alias("site_code"),
+        upper("pathway_id_issuer").str.to_uppercase().alias("pathway_id_issuer"),
+        upper("procedure_code").str.to_uppercase().str.replace_all(r"[.\s]", "").alias("procedure_code"),
+        upper("travel_willingness").str.to_uppercase().replace(_TRAVEL_FORMS).alias("travel_willingness"),
+        upper("priority_type").str.strip_chars_start("0").alias("priority_type"),
+        upper("intended_management").str.strip_chars_start("0").alias("intended_management"),
+        upper("learning_disability").str.to_uppercase().alias("learning_disability"),
+        upper("interpreter_required").str.to_uppercase().alias("interpreter_required"),
+    )
+
+
+def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
+    """Modulus-11 check digit over a 10-digit text column (same rule as the `nhs-number`
+    package, vectorised; tests check the two agree)."""
+    digits = [number.str.slice(i, 1).cast(pl.Int32, strict=False) for i in range(10)]
+    total = sum(d * (10 - i) for i, d in enumerate(digits[:9]))
+    check = 11 - (total % 11)  # type: ignore[operator]
+    check = pl.when(check == 11).then(0).otherwise(check)
+    return number.str.contains(r"^[0-9]{10}$") & (check != 10) & (check == digits[9])
+
+
+def nhs_number_placeholder_expr(number: pl.Expr) -> pl.Expr:
+    return number.is_in(sorted(codes.PLACEHOLDER_NHS_NUMBERS)) | number.str.contains(
+        r"^(0{10}|1{10}|2{10}|3{10}|4{10}|5{10}|6{10}|7{10}|8{10}|9{10})$"
+    )
+
+
+def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
+    col = pl.col
+    census_text = census.isoformat()
+    checks: list[_Check] = []
+    for name in REQUIRED_VALUES:
+        if name in ("provider_code", "census_date"):
+            continue
+        checks.append(_Check(name, "missing_value", "rejected",
+                             _reason(col(name).is_null(), f"{name} is empty; every row needs one")))
+    hint = _format_hint(date_format)
+    for name in DATE_FIELDS:
+        if name == "census_date":
+            continue
+        parsed = col(f"{name}__date")
+        checks.append(_Check(name, "bad_date", "rejected",
+                             _reason(col(name).is_not_null() & parsed.is_null(),
+                                     "'{}' is not a date" + hint, col(name))))
+    for name in NOT_AFTER_CENSUS:
+        parsed = col(f"{name}__date")
+        checks.append(_Check(name, "date_after_census", "rejected",
+                             _reason(parsed > pl.lit(census),
+                                     f"{name} {{}} is after the census date {census_text}",
+                                     parsed.dt.strftime("%Y-%m-%d"))))
+    start = col("rtt_start_date__date")
+    checks.append(_Check("rtt_start_date", "clock_start_after_census", "rejected",
+                         _reason(start > pl.lit(census),
+                                 f"clock start {{}} is after the census date {census_text}",
+                                 start.dt.strftime("%Y-%m-%d"))))
+
+    def code_check(name: str, allowed: object, what: str, severity: Severity = "rejected",
+                   kind: str = "bad_code") -> None:
+        values = sorted(allowed)  # type: ignore[call-overload]
+        bad = col(name).is_not_null() & ~col(name).is_in(values)
+        checks.append(_Check(name, kind, severity, _reason(bad, "'{}' is not " + what, col(name))))
+
+    code_check("treatment_function_code", codes.TREATMENT_FUNCTIONS,
+               "a treatment function code (3 characters, e.g. 110); translate local specialty "
+               "names under [values.treatment_function_code] in the profile")
+    code_check("waiting_list_type", codes.WAITING_LIST_TYPES,
+               "a waiting list type (IRTT, ORTT, INON or ONON)")
+    code_check("rtt_status", codes.RTT_STATUSES, "an RTT period status code (10-36, 90-99)")
+    code_check("priority_type", codes.PRIORITY_TYPES,
+               "a priority type (1 routine, 2 urgent, 3 two-week wait)")
+    code_check("clinical_priority", codes.CLINICAL_PRIORITIES,
+               "a clinical priority (P1a, P1b, P2, P3, P4, P5 or P6)")
+    code_check("intended_management", codes.INTENDED_MANAGEMENT,
+               "an intended management code (1-5, 8 or 9)")
+    code_check("asa_grade", [str(g) for g in codes.ASA_GRADES], "an ASA grade (1-6)")
+    code_check("nhs_number_status", codes.NHS_NUMBER_STATUSES,
+               "an NHS number status indicator (01-08)")
+    code_check("travel_willingness", codes.TRAVEL_WILLINGNESS,
+               "a travel willingness (50, 100 or national)")
+    bmi = col("bmi").str.replace(",", ".").cast(pl.Float64, strict=False)
+    checks.append(_Check("bmi", "bad_number", "rejected",
+                         _reason(col("bmi").is_not_null() & (bmi.is_null() | (bmi < 10) | (bmi > 100)),
+                                 "'{}' is not a BMI between 10 and 100", col("bmi"))))
+    checks.append(_Check("rtt_status", "clock_stop_on_open_pathway", "rejected",
+                         _reason(col("rtt_status").is_in(sorted(codes.RTT_CLOCK_STOP_STATUSES)),
+                                 "RTT status {} stops the clock, but the pathway is on the open "
+                                 "waiting list: correct the status or remove the pathway",
+                                 col("rtt_status"))))
+    checks.append(_Check("pathway_id", "duplicate_pathway_key", "rejected",
+                         _reason(col("__dup_rows").is_not_null(),
+                                 "pathway {} is in this file more than once (rows {}); every copy "
+                                 "is rejected: send each open pathway once",
+                                 col("pathway_id"), col("__dup_rows"))))
+    # Warnings: the row loads, the value is blanked.
+    number = col("nhs_number")
+    checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
+                         _reason(number.is_not_null() & nhs_number_placeholder_expr(number),
+                                 "the NHS number is a placeholder, not a real number: blanked "
+                                 "(the pathway is loaded)")))
+    checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
+                         _reason(number.is_not_null() & ~nhs_number_placeholder_expr(number)
+                                 & ~nhs_number_valid_expr(number).fill_null(False),
+                                 "the NHS number fails the modulus-11 check digit: blanked "
+                                 "(the pathway is loaded)")))
+    code_check("ethnic_category", codes.ETHNIC_CATEGORIES,
+               "an ethnic category (A-S, Z or 99): blanked", "warning", "bad_code_blanked")
+    code_check("sex", codes.SEX_CODES,
+               "a stated gender code (1, 2, 9 or X; map local values under [values.sex]): blanked",
+               "warning", "bad_code_blanked")
+    checks.append(_Check("postcode", "bad_postcode", "warning",
+                         _reason(col("postcode").is_not_null() & ~col("postcode").str.contains(_POSTCODE),
+                                 "the postcode is not a valid UK postcode: blanked, so no LSOA "
+                                 "is derived from it")))
+    checks.append(_Check("lsoa11", "bad_code_blanked", "warning",
+                         _reason(col("lsoa11").is_not_null() & ~col("lsoa11").str.contains(r"^E01[0-9]{6}$"),
+                                 "'{}' is not a 2011 LSOA code (E01 and 6 digits): blanked",
+                                 col("lsoa11"))))
+    for name in ("learning_disability", "interpreter_required"):
+        code_check(name, _TRUE + _FALSE, "Y or N: blanked", "warning", "bad_code_blanked")
+    checks.append(_Check("rtt_start_date", "unknown_clock_start", "warning",
+                         _reason(col("rtt_start_date").is_null()
+                                 & col("waiting_list_type").is_in(sorted(codes.RTT_WAITING_LIST_TYPES)),
+                                 "no clock start on an RTT pathway: loaded without days waited; "
+                                 "validate the pathway")))
+    return checks
+
+
+def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
+    """Check every row; return the rows that load (typed) and every issue found."""
+    frame = _normalised(mapped.frame)
+    frame = frame.with_columns(
+        pl.col("pathway_id_issuer").fill_null(pl.col("provider_code")),
+        *[parse_date(pl.col(name), profile.date_format).alias(f"{name}__date") for name in DATE_FIELDS],
+    )
+    key = ["pathway_id_issuer", "pathway_id"]
+    duplicates = (
+        frame.filter(pl.col("pathway_id").is_not_null())
+        .group_by(key)
+        .agg((pl.col(ROW) + row_offset).sort().head(10).cast(pl.String).str.join(", ").alias("__dup_rows"),
+             pl.len().alias("__copies"))
+        .filter(pl.col("__copies") > 1)
+        .drop("__copies")
+    )
+    frame = frame.join(duplicates, on=key, how="left").sort(ROW)
+
+    checks = _checks(profile.date_format, mapped.census_date)
+    wide = frame.select(pl.col(ROW), *[c.reason.alias(f"c{i}") for i, c in enumerate(checks)])
+    flagged = wide.filter(pl.any_horizontal(pl.all().exclude(ROW).is_not_null()))
+    meta = pl.DataFrame(
+        {
+            "check": [f"c{i}" for i in range(len(checks))],
+            "column": [c.column for c in checks],
+            "kind": [c.kind for c in checks],
+            "severity": [c.severity for c in checks],
+        }
+    )
+    long = (
+        flagged.unpivot(index=ROW, variable_name="check", value_name="reason")
+        .drop_nulls("reason")
+        .join(meta, on="check")
+        .drop("check")
+    )
+    raw_values = (
+        mapped.frame.join(flagged.select(ROW), on=ROW, how="semi")
+        .unpivot(index=ROW, variable_name="column", value_name="raw_value")
+    )
+    long = long.join(raw_values, on=[ROW, "column"], how="left")
+    rejected_rows = long.filter(pl.col("severity") == "rejected").select(ROW).unique()
+    raw_rows = (
+        source_frame.with_row_index(ROW)
+        .with_columns(pl.col(ROW).cast(pl.Int64))
+        .join(rejected_rows, on=ROW, how="semi")
+        .select(ROW, pl.struct(pl.all().exclude(ROW)).struct.json_encode().alias("raw_row"))
+    )
+    sources = pl.DataFrame(
+        {"column": list(mapped.source_columns), "source_column": list(mapped.source_columns.values())}
+    )
+    issues = (
+        long.join(raw_rows, on=ROW, how="left")
+        .join(sources, on="column", how="left")
+        .with_columns(
+            pl.when(pl.col("severity") == "rejected").then(pl.col("raw_row")).otherwise(None).alias("raw_row"),
+            (pl.col(ROW) + row_offset).cast(pl.Int64).alias("row"),
+        )
+        .select("row", "column", "source_column", "severity", "kind", "reason", "raw_value", "raw_row", ROW)
+        .sort("row", "severity", "column")
+    )
+    warned = issues.filter(pl.col("severity") == "warning")
+    clean = frame.join(rejected_rows, on=ROW, how="anti")
+    clean = _typed(clean, warned)
+    rows_rejected = rejected_rows.height
+    rows_warned = warned.join(rejected_rows, on=ROW, how="anti").select(ROW).n_unique()
+    return Validated(
+        clean=clean,
+        issues=issues.drop(ROW),
+        rows_read=frame.height,
+        rows_rejected=rows_rejected,
+        rows_warned=rows_warned,
+    )
+
+
+def _typed(clean: pl.DataFrame, warned: pl.DataFrame) -> pl.DataFrame:
+    """Typed canonical columns; values that drew a warning are blanked."""
+    blanked = warned.select(ROW, "column").unique().with_columns(pl.lit(True).alias("__blank"))
+    out = clean
+    for column in blanked.get_column("column").unique().to_list():
+        if column == "rtt_start_date":
+            continue  # unknown clock start: already empty
+        rows = blanked.filter(pl.col("column") == column).select(ROW, "__blank")
+        out = (
+            out.join(rows, on=ROW, how="left")
+            .with_columns(pl.when(pl.col("__blank")).then(None).otherwise(pl.col(column)).alias(column))
+            .drop("__blank")
+        )
+    boolean = {name: pl.when(pl.col(name).is_in(_TRUE)).then(True)
+               .when(pl.col(name).is_in(_FALSE)).then(False).otherwise(None)
+               for name in ("learning_disability", "interpreter_required")}
+    postcode = pl.col("postcode")
+    return out.select(
+        ROW,
+        *[pl.col(f"{name}__date").alias(name) for name in DATE_FIELDS],
+        *[pl.col(f.name) for f in FIELDS
+          if f.kind not in ("date", "boolean") and f.name not in ("asa_grade", "bmi", "postcode")],
+        pl.col("asa_grade").cast(pl.Int16, strict=False),
+        pl.col("bmi").str.replace(",", ".").cast(pl.Float64, strict=False),
+        *[expr.alias(name) for name, expr in boolean.items()],
+        pl.when(postcode.is_not_null())
+        .then(postcode.str.slice(0, postcode.str.len_chars() - 3) + " " + postcode.str.slice(-3))
+        .alias("postcode"),
+    )
+

@@ -1,0 +1,114 @@
+"""Bulk movement of Polars frames in and out of the store, on each backend's fast path.
+
+Writes: PostgreSQL `COPY … FROM STDIN` (CSV, streamed in batches) through psycopg; SQLite
+`executemany` inside the caller's transaction. Never one ORM insert per row.
+Reads: PostgreSQL `COPY (query) TO STDOUT` into Polars; SQLite through the DB-API cursor.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection
+
+#: Rows per COPY batch: bounds the memory of the CSV text held at once.
+COPY_BATCH_ROWS = 200_000
+_NULL = r"\N"
+
+
+def _dbapi(connection: Connection) -> Any:
+    return connection.connection.driver_connection
+
+
+def insert_frame(
+    connection: Connection,
+    table: str,
+    frame: pl.DataFrame,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Insert every row of `frame` into `table` (columns by name) in the open transaction."""
+    if frame.height == 0:
+        return 0
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    if connection.dialect.name == "postgresql":
+        cursor = _dbapi(connection).cursor()
+        sql = f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL \'{_NULL}\')'
+        with cursor.copy(sql) as copy:
+            for offset in range(0, frame.height, COPY_BATCH_ROWS):
+                batch = frame.slice(offset, COPY_BATCH_ROWS)
+                buffer = io.BytesIO()
+                batch.write_csv(buffer, include_header=False, null_value=_NULL,
+                                date_format="%Y-%m-%d", datetime_format="%Y-%m-%dT%H:%M:%S%.f%z")
+                copy.write(buffer.getvalue())
+                if progress:
+                    progress(min(offset + COPY_BATCH_ROWS, frame.height))
+        return frame.height
+    # SQLite stores dates as ISO text and booleans as 0/1 (SQLAlchemy's conventions).
+    prepared = frame.with_columns(
+        [pl.col(n).dt.strftime("%Y-%m-%d") for n, t in frame.schema.items() if t == pl.Date]
+        + [pl.col(n).cast(pl.Int8) for n, t in frame.schema.items() if t == pl.Boolean]
+        + [pl.col(n).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") for n, t in frame.schema.items()
+           if isinstance(t, pl.Datetime)]
+    )
+    placeholders = ", ".join("?" for _ in frame.columns)
+    cursor = _dbapi(connection).cursor()
+    sql = f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders})'
+    for offset in range(0, prepared.height, COPY_BATCH_ROWS):
+        cursor.executemany(sql, prepared.slice(offset, COPY_BATCH_ROWS).iter_rows())
+        if progress:
+            progress(min(offset + COPY_BATCH_ROWS, prepared.height))
+    return frame.height
+
+
+def read_frame(
+    connection: Connection,
+    sql: str,
+    params: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Run a query (`:name` parameters) and return a Polars frame typed by `schema`.
+
+    PostgreSQL streams `COPY (query) TO STDOUT` as CSV (fast for large reads); SQLite goes
+    through its cursor. Columns not in `schema` are read as text.
+    """
+    schema = schema or {}
+    if connection.dialect.name == "postgresql":
+        cursor = _dbapi(connection).cursor()
+        statement = re.sub(r"(?<!:):([a-zA-Z_][a-zA-Z0-9_]*)", r"%(\1)s", sql)
+        buffer = io.BytesIO()
+        with cursor.copy(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL '{_NULL}')",
+                         params or {}) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        buffer.seek(0)
+        if buffer.getbuffer().nbytes == 0:
+            return pl.DataFrame(schema={n: t for n, t in schema.items()})
+        frame = pl.read_csv(buffer, infer_schema=False, null_values=[_NULL])
+    else:
+        from sqlalchemy import text
+
+        result = connection.execute(text(sql), params or {})
+        names = list(result.keys())
+        rows = result.fetchall()
+        frame = pl.DataFrame(
+            [[None if v is None else str(v) for v in column] for column in zip(*rows, strict=True)]
+            if rows else [[] for _ in names],
+            schema={n: pl.String for n in names},
+            orient="col",
+        )
+    return frame.with_columns([_cast(name, dtype) for name, dtype in schema.items() if name in frame.columns])
+
+
+def _cast(name: str, dtype: Any) -> pl.Expr:
+    column = pl.col(name)
+    if dtype == pl.Date:
+        return column.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    if dtype == pl.Boolean:
+        return pl.when(column.is_null()).then(None).otherwise(
+            column.str.to_lowercase().is_in(["1", "t", "true"])
+        ).alias(name)
+    return column.cast(dtype, strict=False)
