@@ -10,7 +10,7 @@ from alembic import context
 
 from ptl.settings import Settings
 from ptl.store.engine import make_engine
-from ptl.store.models import Base
+from ptl.store import Base
 
 config = context.config
 target_metadata = Base.metadata

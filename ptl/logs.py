@@ -44,5 +44,5 @@ def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler.executors.default", "httpx", "splink"):
+    for noisy in ("alembic", "apscheduler.executors.default", "httpx", "splink"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Subcommands of `ptl`, one module per area (see `ptl.cli.COMMAND_MODULES`)."""
