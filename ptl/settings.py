@@ -1,39 +1,73 @@
-"""Settings: one object, read from `PTL_*` environment variables (documented in the README)."""
+"""Settings: one object, read from `PTL_*` environment variables (documented in the README).
+
+Each field names its environment variable in its metadata; `Settings.from_env()` reads them
+all. To add a setting, add one field here with `env=` and document it in the README table.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
-def _default_database_url() -> str:
-    return f"sqlite:///{Path('var') / 'ptl.sqlite3'}"
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Runtime configuration. Build with `Settings.from_env()`; tests construct it directly."""
 
-    database_url: str = field(default_factory=_default_database_url)
-    #: A feed is refused whole when more than this share of its rows is rejected.
-    max_rejected_share: float = 0.20
-    #: Directory for working files (SQLite database by default, caches, logs).
-    var_dir: Path = Path("var")
-    #: Log format: "json", "text" or "auto" (JSON when stderr is not a terminal).
-    log_format: str = "auto"
-    log_level: str = "INFO"
+    database_url: str = _setting(
+        "", "PTL_DATABASE_URL",
+        "SQLAlchemy URL of the store. Default: SQLite file VAR_DIR/ptl.sqlite3. Production: "
+        "postgresql+psycopg://user:password@host:5432/ptl",
+    )
+    var_dir: Path = _setting(Path("var"), "PTL_VAR_DIR", "working directory for the SQLite store, demo files and caches")
+    max_rejected_share: float = _setting(
+        0.20, "PTL_MAX_REJECTED_SHARE", "a feed is refused whole when more than this share of its rows is rejected"
+    )
+    log_format: str = _setting("auto", "PTL_LOG_FORMAT", "json, text or auto (JSON when not on a terminal)")
+    log_level: str = _setting("INFO", "PTL_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+    # Identity linking (issue: patient identity across providers)
+    link_match_threshold: float = _setting(
+        0.95, "PTL_LINK_MATCH_THRESHOLD", "Splink match probability at or above which two records are one person"
+    )
+    link_pair_budget: int = _setting(
+        50_000_000, "PTL_LINK_PAIR_BUDGET", "refuse probabilistic linking when blocking would compare more pairs than this"
+    )
+    link_model_path: str = _setting("", "PTL_LINK_MODEL", "trained Splink model JSON (default: the one shipped in ptl/identity)")
+    # Scheduled sources
+    sources_path: str = _setting("", "PTL_SOURCES", "sources configuration file (TOML) for drop folders and MESH mailboxes")
+    # API
+    host: str = _setting("127.0.0.1", "PTL_HOST", "address `ptl serve` listens on")
+    port: int = _setting(8000, "PTL_PORT", "port `ptl serve` listens on")
+    rate_limit_per_minute: int = _setting(600, "PTL_RATE_LIMIT_PER_MINUTE", "requests per minute allowed per API key")
+    suppress_below: int = _setting(5, "PTL_SUPPRESS_BELOW", "aggregate counts below this are suppressed outside the identifiable tier")
+    # Capacity matching
+    equity_margin_points: float = _setting(
+        5.0, "PTL_EQUITY_MARGIN_POINTS", "flag moves that under-represent a group by more than this many percentage points"
+    )
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        var_dir = Path(env.get("PTL_VAR_DIR", "var"))
-        url = env.get("PTL_DATABASE_URL") or f"sqlite:///{var_dir / 'ptl.sqlite3'}"
-        share = env.get("PTL_MAX_REJECTED_SHARE")
-        return cls(
-            database_url=url,
-            max_rejected_share=float(share) if share else 0.20,
-            var_dir=var_dir,
-            log_format=env.get("PTL_LOG_FORMAT", "auto"),
-            log_level=env.get("PTL_LOG_LEVEL", "INFO"),
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            values[f.name] = Path(raw) if kind is Path or isinstance(f.default, Path) else kind(raw)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'ptl.sqlite3'}")
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, meaning) for the README table."""
+        return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in fields(cls)]
