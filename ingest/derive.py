@@ -13,11 +13,12 @@ from ptl import codes, rtt
 
 
 def age_band_expr(age: pl.Expr) -> pl.Expr:
-    expr = pl.when(age.is_null()).then(None)
     bands = codes.AGE_BANDS
-    for (lower, label), (upper, _next) in zip(bands, bands[1:], strict=False):
-        expr = expr.when(age.is_between(lower, upper - 1)).then(pl.lit(label))
-    return expr.when(age >= bands[-1][0]).then(pl.lit(bands[-1][1])).otherwise(None)
+    label: pl.Expr = pl.lit(None, dtype=pl.String)
+    # Walk from the top band down so each row gets the highest band it reaches.
+    for lower, name in bands:
+        label = pl.when(age >= lower).then(pl.lit(name)).otherwise(label)
+    return pl.when(age.is_null() | (age < 0)).then(None).otherwise(label)
 
 
 def priority_rank_expr(priority: pl.Expr) -> pl.Expr:

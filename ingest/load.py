@@ -9,6 +9,7 @@ snapshot exactly as it was. Bulk paths only: COPY on PostgreSQL, executemany on 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import write_connection
 from ptl.store.models import CurrentSnapshot, Feed, Organisation, Pathway
+
+log = logging.getLogger("ptl.ingest.load")
 
 IDENTITY_VALUES = (
     "nhs_number",
@@ -218,6 +221,9 @@ def load_snapshot(
     started = time.perf_counter()
     with write_connection(engine) as connection, connection.begin():
         _lock_provider(connection, record.provider_code)
+        log.info("loading snapshot", extra={"provider": record.provider_code,
+                                            "census_date": str(record.census_date),
+                                            "rows": pathways.height})
         duplicate = loaded_feed_with_sha(connection, record.provider_code, record.sha256)
         if duplicate is not None:
             return LoadOutcome(feed_id=duplicate, duplicate=True, became_current=False)

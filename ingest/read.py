@@ -117,19 +117,17 @@ def _read_csv(data: bytes, profile: Profile) -> pl.DataFrame:
 
 
 def _read_xlsx(data: bytes, profile: Profile) -> pl.DataFrame:
-    options: dict[str, object] = {"sheet_name": profile.sheet} if profile.sheet else {"sheet_id": 1}
-    frame = pl.read_excel(
-        io.BytesIO(data),
-        infer_schema_length=0,  # every cell as text, so codes keep their form
-        drop_empty_rows=False,  # keep row numbers true to the sheet
-        **options,  # type: ignore[arg-type]
-    )
-    if isinstance(frame, dict):  # pragma: no cover - only with several sheets requested
-        frame = next(iter(frame.values()))
+    # Every cell as text so codes keep their form; empty rows kept so row numbers stay true.
+    if profile.sheet:
+        frame = pl.read_excel(io.BytesIO(data), sheet_name=profile.sheet, infer_schema_length=0,
+                              drop_empty_rows=False)
+    else:
+        frame = pl.read_excel(io.BytesIO(data), sheet_id=1, infer_schema_length=0,
+                              drop_empty_rows=False)
     # Trailing blank rows are formatting, not data.
     non_empty = frame.select(pl.any_horizontal(pl.all().is_not_null())).to_series()
-    last = non_empty.arg_true().max() if non_empty.any() else -1
-    return frame.head(int(last) + 1 if last is not None else 0)  # type: ignore[operator]
+    positions = non_empty.arg_true()
+    return frame.head(int(positions[-1]) + 1 if len(positions) else 0)
 
 
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:

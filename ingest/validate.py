@@ -238,7 +238,16 @@ def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
     total = sum(d * (10 - i) for i, d in enumerate(digits[:9]))
     check = 11 - (total % 11)  # type: ignore[operator]
     check = pl.when(check == 11).then(0).otherwise(check)
-    return number.str.contains(r"^[0-9]{10}$") & (check != 10) & (check == digits[9])
+    # Scottish CHI numbers (0100000000-3112999999) begin with the date of birth as DDMMYY.
+    as_int = number.cast(pl.Int64, strict=False)
+    chi = as_int.is_between(100_000_000, 3_112_999_999)
+    chi_date_ok = number.str.slice(0, 6).str.strptime(pl.Date, "%d%m%y", strict=False).is_not_null()
+    return (
+        number.str.contains(r"^[0-9]{10}$")
+        & (check != 10)
+        & (check == digits[9])
+        & (~chi | chi_date_ok)
+    )
 
 
 def nhs_number_placeholder_expr(number: pl.Expr) -> pl.Expr:

@@ -62,9 +62,11 @@ def over_weeks_expr(days: pl.Expr, weeks: int) -> pl.Expr:
 
 def age_years_expr(census: pl.Expr, birth: pl.Expr) -> pl.Expr:
     """Whole years of age at the census (birthday on the census day counts)."""
-    had_birthday = (census.dt.month() * 100 + census.dt.day()) >= (
-        birth.dt.month() * 100 + birth.dt.day()
-    )
+    # month()/day() are Int8: widen before arithmetic or 12 * 100 wraps round.
+    def month_day(date: pl.Expr) -> pl.Expr:
+        return date.dt.month().cast(pl.Int32) * 100 + date.dt.day().cast(pl.Int32)
+
+    had_birthday = month_day(census) >= month_day(birth)
     years = census.dt.year() - birth.dt.year() - pl.when(had_birthday).then(0).otherwise(1)
     return years.cast(pl.Int16)
 

@@ -59,8 +59,13 @@ class Settings:
             raw = env.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
-            values[f.name] = Path(raw) if kind is Path or isinstance(f.default, Path) else kind(raw)
+            default = f.default
+            if isinstance(default, Path):
+                values[f.name] = Path(raw)
+            elif isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int | float | str):
+                values[f.name] = type(default)(raw)
         return cls(**values)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,193 @@
+"""Ingest into the store (SQLite and PostgreSQL): loads, refusals, duplicates, history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from ingest.pipeline import IngestResult, ingest_file
+from ptl.refdata.imd import load_imd
+from ptl.refdata.postcodes import load_postcodes
+from ptl.settings import Settings
+from tests.extract_rows import good_row, good_rows, write_csv
+
+
+def counts(engine: Engine) -> dict[str, object]:
+    """What a user would check: rows per table and which feed is current."""
+    with engine.connect() as connection:
+        scalar = connection.execute
+        return {
+            "pathway": scalar(sa.text("SELECT COUNT(*) FROM pathway")).scalar_one(),
+            "source_identity": scalar(sa.text("SELECT COUNT(*) FROM source_identity")).scalar_one(),
+            "current": [(p, f, str(c)[:10]) for p, f, c in scalar(sa.text(
+                "SELECT provider_code, feed_id, census_date FROM current_snapshot ORDER BY 1"))],
+            "loaded_feeds": scalar(sa.text("SELECT COUNT(*) FROM feed WHERE status = 'loaded'")).scalar_one(),
+        }
+
+
+def ingest(engine: Engine, path: Path, **kwargs: object) -> IngestResult:
+    kwargs.setdefault("provider_code", "RXX")
+    kwargs.setdefault("profile", "canonical")
+    kwargs.setdefault("settings", Settings())
+    return ingest_file(engine, path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_clean_file_loads_and_becomes_current(store_engine: Engine, tmp_path: Path) -> None:
+    rows = good_rows(10)
+    rows[0] = good_row(1, rtt_start_date="2023-06-01", clinical_priority="P2")
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    assert (result.status, result.rows_read, result.rows_loaded, result.rows_rejected) == ("loaded", 10, 10, 0)
+    assert result.became_current
+    state = counts(store_engine)
+    assert state["pathway"] == 10 and state["source_identity"] == 10
+    assert state["current"] == [("RXX", result.feed_id, "2024-06-30")]
+    with store_engine.connect() as connection:
+        first = connection.execute(sa.text(
+            "SELECT days_waited, week_band, age_years, age_band, priority_rank, is_rtt, ethnic_group "
+            "FROM pathway WHERE pathway_id = 'PPI000001'")).one()
+    # 2023-06-01 → 2024-06-30 is 395 days: band ceil(395/7)-1 = 56.
+    assert tuple(first) == (395, 56, 64, "50-64", 3, True, "White")
+
+
+def test_rows_with_problems_are_quarantined_and_the_rest_load(store_engine: Engine, tmp_path: Path) -> None:
+    rows = good_rows(20)
+    rows[4] = good_row(5, treatment_function_code="999")
+    rows[9] = good_row(10, nhs_number="1234567890")
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    assert (result.status, result.rows_loaded, result.rows_rejected, result.rows_warned) == ("loaded", 19, 1, 1)
+    assert result.rejections == [{"row": 6, "column": "treatment_function_code", "kind": "bad_code",
+                                  "reason": result.rejections[0]["reason"]}]
+    with store_engine.connect() as connection:
+        issues = connection.execute(sa.text(
+            "SELECT row_number, column_name, severity, kind FROM row_issue ORDER BY row_number")).all()
+        nhs = connection.execute(sa.text(
+            "SELECT nhs_number FROM source_identity WHERE local_patient_id = 'L000010'")).scalar_one()
+    assert [tuple(i) for i in issues] == [(6, "treatment_function_code", "rejected", "bad_code"),
+                                          (11, "nhs_number", "warning", "invalid_nhs_number")]
+    assert nhs is None
+
+
+def test_the_same_file_twice_is_a_no_op(store_engine: Engine, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "ptl.csv", good_rows(5))
+    first = ingest(store_engine, path)
+    before = counts(store_engine)
+    again = ingest(store_engine, path)
+    assert again.status == "duplicate"
+    assert again.message == f"already loaded as feed {first.feed_id}"
+    assert again.feed_id == first.feed_id
+    assert counts(store_engine) == before
+
+
+def _refused_leaves_store_untouched(engine: Engine, path: Path, **kwargs: object) -> IngestResult:
+    before = counts(engine)
+    result = ingest(engine, path, **kwargs)
+    assert result.status == "refused"
+    assert result.rows_loaded == 0
+    assert counts(engine) == before
+    with engine.connect() as connection:
+        status = connection.execute(sa.text("SELECT status, message FROM feed WHERE id = :id"),
+                                    {"id": result.feed_id}).one()
+    assert status[0] == "refused" and status[1] == result.message
+    return result
+
+
+def test_whole_file_refusals_leave_the_previous_snapshot_untouched(store_engine: Engine, tmp_path: Path) -> None:
+    ingest(store_engine, write_csv(tmp_path / "good.csv", good_rows(8)))
+
+    too_bad = good_rows(10)
+    for n in range(3):
+        too_bad[n] = good_row(n + 1, census_date="2024-07-07", waiting_list_type="XXXX")
+    for n in range(3, 10):
+        too_bad[n] = good_row(n + 1, census_date="2024-07-07")
+    result = _refused_leaves_store_untouched(store_engine, write_csv(tmp_path / "bad.csv", too_bad))
+    assert result.refusal_kind == "too_many_rejected"
+    assert "3 of 10 rows (30%) were rejected, more than the 20% allowed" in result.message
+    assert len(result.rejections) == 3
+
+    other = write_csv(tmp_path / "other.csv", [good_row(1, provider_code="RYY", census_date="2024-07-07")])
+    assert _refused_leaves_store_untouched(store_engine, other).refusal_kind == "provider_mismatch"
+
+    garbage = tmp_path / "garbage.xlsx"
+    garbage.write_bytes(b"this is not a spreadsheet")
+    assert _refused_leaves_store_untouched(store_engine, garbage).refusal_kind == "unreadable"
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("pathway_id,local_patient_id\n")
+    assert _refused_leaves_store_untouched(store_engine, empty).refusal_kind in ("empty", "unreadable")
+
+    no_columns = write_csv(tmp_path / "cols.csv", [{"pathway_id": "P1", "census_date": "2024-07-07"}])
+    assert _refused_leaves_store_untouched(store_engine, no_columns).refusal_kind == "missing_columns"
+
+
+def test_rejected_share_threshold_is_a_setting(store_engine: Engine, tmp_path: Path) -> None:
+    rows = good_rows(10)
+    for n in range(3):
+        rows[n] = good_row(n + 1, waiting_list_type="XXXX")
+    path = write_csv(tmp_path / "ptl.csv", rows)
+    result = ingest(store_engine, path, settings=Settings(max_rejected_share=0.5))
+    assert (result.status, result.rows_loaded) == ("loaded", 7)
+
+
+def test_history_older_census_is_kept_but_not_current(store_engine: Engine, tmp_path: Path) -> None:
+    june_30 = ingest(store_engine, write_csv(tmp_path / "w2.csv", good_rows(6)))
+    older_rows = [good_row(n, census_date="2024-06-23", postcode="M1 1AA") for n in range(1, 5)]
+    older = ingest(store_engine, write_csv(tmp_path / "w1.csv", older_rows))
+    assert older.status == "loaded" and not older.became_current
+    assert "kept as history" in older.message
+    with store_engine.connect() as connection:
+        current = connection.execute(sa.text("SELECT feed_id FROM current_snapshot")).scalar_one()
+        by_census = dict(connection.execute(sa.text(
+            "SELECT census_date, COUNT(*) FROM pathway GROUP BY census_date")).all())
+        postcodes = {r[0] for r in connection.execute(sa.text("SELECT postcode FROM source_identity"))}
+    assert current == june_30.feed_id
+    assert {str(k)[:10]: v for k, v in by_census.items()} == {"2024-06-30": 6, "2024-06-23": 4}
+    # An older census never overwrites newer identity values.
+    assert postcodes == {"LS1 4AB"}
+
+
+def test_a_newer_census_replaces_current_and_updates_identities(store_engine: Engine, tmp_path: Path) -> None:
+    ingest(store_engine, write_csv(tmp_path / "w1.csv", good_rows(4)))
+    newer = [good_row(n, census_date="2024-07-07") for n in range(2, 6)]
+    newer[0] = good_row(2, census_date="2024-07-07", family_name="Smyth-Jones")
+    result = ingest(store_engine, write_csv(tmp_path / "w2.csv", newer))
+    assert result.became_current
+    with store_engine.connect() as connection:
+        identities = dict(connection.execute(sa.text(
+            "SELECT local_patient_id, family_name FROM source_identity")).all())
+        current_rows = connection.execute(sa.text(
+            "SELECT COUNT(*) FROM pathway p JOIN current_snapshot c ON c.feed_id = p.feed_id")).scalar_one()
+        ids_stable = connection.execute(sa.text(
+            "SELECT COUNT(DISTINCT source_identity_id) FROM pathway WHERE pathway_id = 'PPI000002'")).scalar_one()
+    assert len(identities) == 5 and identities["L000002"] == "Smyth-Jones"
+    assert current_rows == 4
+    assert ids_stable == 1
+
+
+def test_lsoa_and_imd_are_derived_from_the_loaded_reference_data(
+    store_engine: Engine, tmp_path: Path, shared_data: Path
+) -> None:
+    load_imd(store_engine, shared_data / "imd2019_lsoa11.csv")
+    postcodes = tmp_path / "nspl.csv"
+    postcodes.write_text("pcd,pcds,lsoa11,lat,long\nLS1 4AB,LS1 4AB,E01000001,53.79,-1.55\n"
+                         "M1  1AA,M1 1AA,E01033658,53.48,-2.24\n")
+    load_postcodes(store_engine, postcodes)
+    rows = [good_row(1), good_row(2, postcode="m11aa"), good_row(3, postcode="", lsoa11="E01000002"),
+            good_row(4, postcode="ZZ9 9ZZ")]
+    ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    with store_engine.connect() as connection:
+        derived = connection.execute(sa.text(
+            "SELECT pathway_id, lsoa11, imd_decile, imd_quintile FROM pathway ORDER BY pathway_id")).all()
+    imd = {"E01000001": 9, "E01000002": 10}
+    assert [tuple(r) for r in derived][0] == ("PPI000001", "E01000001", imd["E01000001"], 5)
+    assert tuple(derived[1])[1] == "E01033658" and derived[1][2] is not None
+    assert tuple(derived[2]) == ("PPI000003", "E01000002", 10, 5)
+    assert tuple(derived[3]) == ("PPI000004", None, None, None)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_delimiters_are_sniffed(store_engine: Engine, tmp_path: Path, delimiter: str) -> None:
+    path = write_csv(tmp_path / "ptl.csv", good_rows(3), delimiter=delimiter)
+    assert ingest(store_engine, path).rows_loaded == 3
