@@ -1,0 +1,118 @@
+"""The `ptl` command as operators and scripts use it: summaries, JSON, exit codes, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from ptl.cli import main
+from ptl.store.engine import make_engine
+from tests.extract_rows import good_row, good_rows, write_csv
+
+
+@pytest.fixture
+def cli_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PTL_DATABASE_URL", store_url)
+    monkeypatch.setenv("PTL_LOG_FORMAT", "json")
+    assert main(["db", "upgrade"]) == 0
+    return store_url
+
+
+def test_ingest_json_summary_and_exit_codes(cli_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = good_rows(10)
+    rows[3] = good_row(4, rtt_status="33")
+    path = write_csv(tmp_path / "ptl.csv", rows)
+    capsys.readouterr()
+    assert main(["ingest", str(path), "--provider", "rxx", "--profile", "canonical", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {k: summary[k] for k in ("status", "rows_read", "rows_loaded", "rows_rejected")} == {
+        "status": "loaded", "rows_read": 10, "rows_loaded": 9, "rows_rejected": 1}
+    assert summary["rejections"] == [{"row": 5, "column": "rtt_status", "kind": "clock_stop_on_open_pathway",
+                                      "reason": summary["rejections"][0]["reason"]}]
+    assert main(["ingest", str(path), "--provider", "RXX", "--profile", "canonical", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "duplicate" and again["message"] == f"already loaded as feed {summary['feed_id']}"
+
+    bad = write_csv(tmp_path / "bad.csv", [good_row(1, provider_code="RYY")])
+    assert main(["ingest", str(bad), "--provider", "RXX", "--profile", "canonical"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("REFUSED") and "holds provider code(s) RYY" in out
+
+    assert main(["feeds", "list", "--json"]) == 0
+    feeds = json.loads(capsys.readouterr().out)
+    assert [(f["status"], f["current"]) for f in feeds] == [("refused", False), ("loaded", True)]
+    assert main(["feeds", "show", str(summary["feed_id"]), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(i["row"], i["kind"]) for i in shown["issues"]] == [(5, "clock_stop_on_open_pathway")]
+
+
+def test_user_errors_are_one_line_not_a_traceback(cli_store: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text("[columns]\npathway_ident = 'x'\n")
+    path = write_csv(tmp_path / "ptl.csv", good_rows(1))
+    capsys.readouterr()
+    assert main(["ingest", str(path), "--provider", "RXX", "--profile", str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown canonical field 'pathway_ident'" in err and "Traceback" not in err
+    assert main(["ingest", str(tmp_path / "missing.csv"), "--provider", "RXX"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["feeds", "show", "999"]) == 2
+    assert "there is no feed 999" in capsys.readouterr().err
+
+
+def test_commands_refuse_an_unmigrated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PTL_DATABASE_URL", f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    assert main(["feeds", "list"]) == 2
+    assert "run `ptl db upgrade` first" in capsys.readouterr().err
+
+
+def test_kill_9_during_a_load_leaves_the_previous_snapshot_exactly(cli_store: str, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "w1.csv", good_rows(50))
+    assert main(["ingest", str(first), "--provider", "RXX", "--profile", "canonical"]) == 0
+    engine = make_engine(cli_store)
+
+    def state() -> tuple[object, ...]:
+        with engine.connect() as connection:
+            return tuple(connection.execute(sa.text(q)).scalar_one() for q in (
+                "SELECT COUNT(*) FROM pathway", "SELECT COUNT(*) FROM source_identity",
+                "SELECT COUNT(*) FROM feed", "SELECT feed_id FROM current_snapshot",
+                "SELECT COALESCE(SUM(days_waited), 0) FROM pathway"))
+
+    before = state()
+    big = tmp_path / "w2.csv"
+    base = pl.DataFrame([good_row(0, census_date="2024-07-07")])
+    n = 600_000
+    pl.concat([base] * n).with_columns(
+        (pl.lit("PPI") + pl.int_range(n).cast(pl.String)).alias("pathway_id"),
+        (pl.lit("L") + pl.int_range(n).cast(pl.String)).alias("local_patient_id"),
+    ).write_csv(big)
+    env = dict(os.environ, PTL_DATABASE_URL=cli_store, PTL_LOG_FORMAT="json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ptl.cli", "ingest", str(big), "--provider", "RXX", "--profile", "canonical"],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in process.stderr:
+        if '"loading snapshot"' in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)  # well inside the bulk write of 600k rows
+    assert process.poll() is None, "the load finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    engine.dispose()
+    assert state() == before
+    # The store is usable afterwards: the same file loads cleanly.
+    small = write_csv(tmp_path / "w3.csv", [good_row(n, census_date="2024-07-07") for n in range(1, 4)])
+    assert main(["ingest", str(small), "--provider", "RXX", "--profile", "canonical"]) == 0
