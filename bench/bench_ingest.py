@@ -1,0 +1,154 @@
+"""Benchmark: ingest a large canonical extract into SQLite and PostgreSQL.
+
+Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
+- Polars just reading the CSV (the floor for any pipeline);
+- end-to-end `ingest_file` into SQLite and into PostgreSQL (read, validate, derive, load in
+  one transaction), with rows/s and the peak memory of the process doing it;
+- raw PostgreSQL `COPY` of the same already-normalised pathway rows (the floor for the load).
+
+Each measurement runs in its own child process so peak RSS is that step's alone.
+
+    .venv/bin/python bench/bench_ingest.py [--rows 1000000] [--postgres-url URL]
+
+Record results in bench/RESULTS.md (machine, date, figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+CENSUS = dt.date(2026, 11, 22)
+DEFAULT_PG = os.environ.get("PTL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_read(path: str) -> dict[str, float]:
+    import polars as pl
+
+    started = time.perf_counter()
+    frame = pl.read_csv(path, infer_schema=False)
+    return {"seconds": time.perf_counter() - started, "rows": frame.height, "peak_mib": _peak_mib()}
+
+
+def child_ingest(url: str, path: str) -> dict[str, float]:
+    from ingest.pipeline import ingest_file
+    from ptl.settings import Settings
+    from ptl.store import migrate
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    started = time.perf_counter()
+    result = ingest_file(engine, Path(path), provider_code="RXX", profile="canonical",
+                         census_date=CENSUS, settings=Settings(database_url=url))
+    seconds = time.perf_counter() - started
+    assert result.status == "loaded", result.message
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        timings = connection.execute(text(
+            "SELECT read_seconds, validate_seconds, load_seconds FROM feed WHERE id = :id"),
+            {"id": result.feed_id}).one()
+    return {"seconds": seconds, "rows": result.rows_loaded, "peak_mib": _peak_mib(),
+            "read_s": timings[0], "validate_derive_s": timings[1], "load_s": timings[2]}
+
+
+def child_raw_copy(url: str) -> dict[str, float]:
+    """COPY the already-normalised pathway rows (exported from the store) into a twin table."""
+    import io
+
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        buffer = io.BytesIO()
+        with cursor.copy("COPY pathway TO STDOUT WITH (FORMAT csv)") as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        cursor.execute("CREATE TABLE pathway_twin (LIKE pathway INCLUDING DEFAULTS)")
+        connection.commit()
+        data = buffer.getvalue()
+        started = time.perf_counter()
+        with cursor.copy("COPY pathway_twin FROM STDIN WITH (FORMAT csv)") as copy:
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset : offset + (1 << 20)])
+        connection.commit()
+        seconds = time.perf_counter() - started
+        rows = cursor.execute("SELECT COUNT(*) FROM pathway_twin").fetchone()[0]  # type: ignore[index]
+    return {"seconds": seconds, "rows": rows, "peak_mib": _peak_mib()}
+
+
+def run_child(*args: str) -> dict[str, float]:
+    output = subprocess.run(
+        [sys.executable, __file__, "_child", *args], check=True, capture_output=True, text=True,
+        env=dict(os.environ, PTL_LOG_FORMAT="json", PTL_LOG_LEVEL="WARNING"),
+    )
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    parser.add_argument("--skip-sqlite", action="store_true")
+    args = parser.parse_args()
+
+    import sqlalchemy as sa
+
+    from ptl.store.engine import make_engine
+    from ptl.synth import write_canonical_extract
+
+    with tempfile.TemporaryDirectory(prefix="ptl-bench-") as tmp:
+        path = Path(tmp) / "extract.csv"
+        started = time.perf_counter()
+        write_canonical_extract(path, rows=args.rows, census_date=CENSUS, provider_code="RXX", seed=7)
+        print(f"machine: {os.cpu_count()} cores; rows: {args.rows:,}; file {path.stat().st_size / 2**20:.0f} MiB "
+              f"(generated in {time.perf_counter() - started:.1f}s)")
+        results: dict[str, dict[str, float]] = {"polars read_csv": run_child("read", str(path))}
+        if not args.skip_sqlite:
+            results["ingest -> SQLite"] = run_child("ingest", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", str(path))
+        name = f"ptl_bench_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(args.postgres_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            results["ingest -> PostgreSQL"] = run_child("ingest", url, str(path))
+            results["raw COPY -> PostgreSQL"] = run_child("copy", url)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    print(f"{'step':<24}{'seconds':>9}{'rows/s':>12}{'peak MiB':>10}  detail")
+    for step, r in results.items():
+        detail = ""
+        if "load_s" in r:
+            detail = (f"read {r['read_s']:.2f}s, validate+derive {r['validate_derive_s']:.2f}s, "
+                      f"load {r['load_s']:.2f}s")
+        print(f"{step:<24}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}{r['peak_mib']:>10,.0f}  {detail}")
+    pg, raw = results["ingest -> PostgreSQL"], results["raw COPY -> PostgreSQL"]
+    print(f"PostgreSQL end to end / raw COPY: {pg['seconds'] / raw['seconds']:.2f}x (target <= 2.5x)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "_child":
+        kind, rest = sys.argv[2], sys.argv[3:]
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        outcome = {"read": child_read, "ingest": child_ingest, "copy": child_raw_copy}[kind](*rest)
+        print(json.dumps(outcome))
+    else:
+        main()
