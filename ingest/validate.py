@@ -69,7 +69,8 @@ class _Check:
     column: str
     kind: str
     severity: Severity
-    reason: pl.Expr  # text when the row breaks the rule, else null
+    bad: pl.Expr  # true when the row breaks the rule (cheap: evaluated on every row)
+    reason: pl.Expr  # what to tell the provider (evaluated only on rows that break a rule)
 
 
 def map_columns(
@@ -183,22 +184,52 @@ def _settle_census(
 
 
 def parse_date(text: pl.Expr, date_format: str | None) -> pl.Expr:
-    """Parse text dates; a profile's format is tried first, then the defaults. Excel/ISO
-    timestamps ('2024-01-31 00:00:00') keep their date."""
+    """Parse text dates trying the profile's format, then the defaults (slow path: every
+    format over every row; used for the census date and columns whose format is unclear).
+    Excel/ISO timestamps ('2024-01-31 00:00:00') keep their date."""
     formats = ((date_format,) if date_format else ()) + DEFAULT_DATE_FORMATS
-    date_part = text.str.split(" ").list.first().str.split("T").list.first()
+    date_part = text.str.replace(r"[ T]\d{1,2}:\d{2}(:\d{2})?(\.\d+)?$", "")
     return pl.coalesce([date_part.str.strptime(pl.Date, fmt, strict=False) for fmt in formats])
+
+
+def column_date_format(values: pl.Series, date_format: str | None) -> tuple[str | None, bool]:
+    """The one format a date column is written in, judged from a sample of its values, and
+    whether values carry a time part. A profile's `date_format` wins. None: no format fits
+    the sample, so every format is tried (slow path)."""
+    sample = values.drop_nulls().head(2000)
+    has_time = bool(sample.str.contains(r"[ T]\d{1,2}:\d{2}").any()) if sample.len() else False
+    if date_format:
+        return date_format, has_time
+    if sample.len() == 0:
+        return DEFAULT_DATE_FORMATS[0], False
+    if has_time:
+        sample = sample.str.replace(r"[ T]\d{1,2}:\d{2}(:\d{2})?(\.\d+)?$", "")
+    best, best_hits = None, 0
+    for fmt in DEFAULT_DATE_FORMATS:
+        hits = sample.str.strptime(pl.Date, fmt, strict=False).is_not_null().sum()
+        if hits > best_hits:
+            best, best_hits = fmt, hits
+    return best, has_time
+
+
+def parse_date_column(text: pl.Expr, date_format: str | None, has_time: bool) -> pl.Expr:
+    """Parse one date column in its single format (fast path)."""
+    if date_format is None:
+        return parse_date(text, None)
+    if has_time:
+        text = text.str.replace(r"[ T]\d{1,2}:\d{2}(:\d{2})?(\.\d+)?$", "")
+    return text.str.strptime(pl.Date, date_format, strict=False)
 
 
 def _format_hint(date_format: str | None) -> str:
     if date_format:
         readable = date_format.replace("%d", "DD").replace("%m", "MM").replace("%Y", "YYYY")
-        return f" (expected {readable})"
+        return f" (expected {readable}, the format of this column)"
     return " (expected YYYY-MM-DD or DD/MM/YYYY)"
 
 
-def _reason(bad: pl.Expr, template: str, *args: pl.Expr) -> pl.Expr:
-    return pl.when(bad).then(pl.format(template, *args) if args else pl.lit(template)).otherwise(None)
+def _reason(bad: pl.Expr, template: str, *args: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    return bad, pl.format(template, *args) if args else pl.lit(template)
 
 
 def _normalised(frame: pl.DataFrame) -> pl.DataFrame:
@@ -232,31 +263,39 @@ def _normalised(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
-    """Modulus-11 check digit over a 10-digit text column (same rule as the `nhs-number`
-    package, vectorised; tests check the two agree)."""
-    digits = [number.str.slice(i, 1).cast(pl.Int32, strict=False) for i in range(10)]
-    total = sum(d * (10 - i) for i, d in enumerate(digits[:9]))
-    check = 11 - (total % 11)  # type: ignore[operator]
+    """Modulus-11 check digit over a 10-digit text column (the rule of the `nhs-number`
+    package, vectorised with integer arithmetic; tests check the two agree)."""
+    value = number.cast(pl.Int64, strict=False)
+    digit = [(value // 10 ** (9 - i)) % 10 for i in range(10)]
+    total = digit[0] * 10
+    for i in range(1, 9):
+        total = total + digit[i] * (10 - i)
+    check = 11 - (total % 11)
     check = pl.when(check == 11).then(0).otherwise(check)
     # Scottish CHI numbers (0100000000-3112999999) begin with the date of birth as DDMMYY.
-    as_int = number.cast(pl.Int64, strict=False)
-    chi = as_int.is_between(100_000_000, 3_112_999_999)
-    chi_date_ok = number.str.slice(0, 6).str.strptime(pl.Date, "%d%m%y", strict=False).is_not_null()
+    chi = value.is_between(100_000_000, 3_112_999_999)
+    day, month, year = digit[0] * 10 + digit[1], digit[2] * 10 + digit[3], digit[4] * 10 + digit[5]
+    month_days = (
+        pl.when(month == 2).then(pl.when(year % 4 == 0).then(29).otherwise(28))
+        .when(month.is_in([4, 6, 9, 11])).then(30)
+        .otherwise(31)
+    )
+    chi_date_ok = month.is_between(1, 12) & (day >= 1) & (day <= month_days)
     return (
-        number.str.contains(r"^[0-9]{10}$")
+        (number.str.len_bytes() == 10)
+        & value.is_not_null()
+        & (value >= 0)
         & (check != 10)
-        & (check == digits[9])
+        & (check == digit[9])
         & (~chi | chi_date_ok)
     )
 
 
 def nhs_number_placeholder_expr(number: pl.Expr) -> pl.Expr:
-    return number.is_in(sorted(codes.PLACEHOLDER_NHS_NUMBERS)) | number.str.contains(
-        r"^(0{10}|1{10}|2{10}|3{10}|4{10}|5{10}|6{10}|7{10}|8{10}|9{10})$"
-    )
+    return number.is_in(sorted(codes.PLACEHOLDER_NHS_NUMBERS))
 
 
-def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
+def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check]:
     col = pl.col
     census_text = census.isoformat()
     checks: list[_Check] = []
@@ -264,24 +303,24 @@ def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
         if name in ("provider_code", "census_date"):
             continue
         checks.append(_Check(name, "missing_value", "rejected",
-                             _reason(col(name).is_null(), f"{name} is empty; every row needs one")))
-    hint = _format_hint(date_format)
+                             *_reason(col(name).is_null(), f"{name} is empty; every row needs one")))
     for name in DATE_FIELDS:
         if name == "census_date":
             continue
         parsed = col(f"{name}__date")
         checks.append(_Check(name, "bad_date", "rejected",
-                             _reason(col(name).is_not_null() & parsed.is_null(),
-                                     "'{}' is not a date" + hint, col(name))))
+                             *_reason(col(name).is_not_null() & parsed.is_null(),
+                                      "'{}' is not a date" + _format_hint(date_formats.get(name)),
+                                      col(name))))
     for name in NOT_AFTER_CENSUS:
         parsed = col(f"{name}__date")
         checks.append(_Check(name, "date_after_census", "rejected",
-                             _reason(parsed > pl.lit(census),
+                             *_reason(parsed > pl.lit(census),
                                      f"{name} {{}} is after the census date {census_text}",
                                      parsed.dt.strftime("%Y-%m-%d"))))
     start = col("rtt_start_date__date")
     checks.append(_Check("rtt_start_date", "clock_start_after_census", "rejected",
-                         _reason(start > pl.lit(census),
+                         *_reason(start > pl.lit(census),
                                  f"clock start {{}} is after the census date {census_text}",
                                  start.dt.strftime("%Y-%m-%d"))))
 
@@ -289,7 +328,7 @@ def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
                    kind: str = "bad_code") -> None:
         values = sorted(allowed)  # type: ignore[call-overload]
         bad = col(name).is_not_null() & ~col(name).is_in(values)
-        checks.append(_Check(name, kind, severity, _reason(bad, "'{}' is not " + what, col(name))))
+        checks.append(_Check(name, kind, severity, *_reason(bad, "'{}' is not " + what, col(name))))
 
     code_check("treatment_function_code", codes.TREATMENT_FUNCTIONS,
                "a treatment function code (3 characters, e.g. 110); translate local specialty "
@@ -310,26 +349,26 @@ def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
                "a travel willingness (50, 100 or national)")
     bmi = col("bmi").str.replace(",", ".").cast(pl.Float64, strict=False)
     checks.append(_Check("bmi", "bad_number", "rejected",
-                         _reason(col("bmi").is_not_null() & (bmi.is_null() | (bmi < 10) | (bmi > 100)),
+                         *_reason(col("bmi").is_not_null() & (bmi.is_null() | (bmi < 10) | (bmi > 100)),
                                  "'{}' is not a BMI between 10 and 100", col("bmi"))))
     checks.append(_Check("rtt_status", "clock_stop_on_open_pathway", "rejected",
-                         _reason(col("rtt_status").is_in(sorted(codes.RTT_CLOCK_STOP_STATUSES)),
+                         *_reason(col("rtt_status").is_in(sorted(codes.RTT_CLOCK_STOP_STATUSES)),
                                  "RTT status {} stops the clock, but the pathway is on the open "
                                  "waiting list: correct the status or remove the pathway",
                                  col("rtt_status"))))
     checks.append(_Check("pathway_id", "duplicate_pathway_key", "rejected",
-                         _reason(col("__dup_rows").is_not_null(),
+                         *_reason(col("__dup_rows").is_not_null(),
                                  "pathway {} is in this file more than once (rows {}); every copy "
                                  "is rejected: send each open pathway once",
                                  col("pathway_id"), col("__dup_rows"))))
     # Warnings: the row loads, the value is blanked.
     number = col("nhs_number")
     checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
-                         _reason(number.is_not_null() & nhs_number_placeholder_expr(number),
+                         *_reason(number.is_not_null() & nhs_number_placeholder_expr(number),
                                  "the NHS number is a placeholder, not a real number: blanked "
                                  "(the pathway is loaded)")))
     checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
-                         _reason(number.is_not_null() & ~nhs_number_placeholder_expr(number)
+                         *_reason(number.is_not_null() & ~nhs_number_placeholder_expr(number)
                                  & ~nhs_number_valid_expr(number).fill_null(False),
                                  "the NHS number fails the modulus-11 check digit: blanked "
                                  "(the pathway is loaded)")))
@@ -339,17 +378,17 @@ def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
                "a stated gender code (1, 2, 9 or X; map local values under [values.sex]): blanked",
                "warning", "bad_code_blanked")
     checks.append(_Check("postcode", "bad_postcode", "warning",
-                         _reason(col("postcode").is_not_null() & ~col("postcode").str.contains(_POSTCODE),
+                         *_reason(col("postcode").is_not_null() & ~col("postcode").str.contains(_POSTCODE),
                                  "the postcode is not a valid UK postcode: blanked, so no LSOA "
                                  "is derived from it")))
     checks.append(_Check("lsoa11", "bad_code_blanked", "warning",
-                         _reason(col("lsoa11").is_not_null() & ~col("lsoa11").str.contains(r"^E01[0-9]{6}$"),
+                         *_reason(col("lsoa11").is_not_null() & ~col("lsoa11").str.contains(r"^E01[0-9]{6}$"),
                                  "'{}' is not a 2011 LSOA code (E01 and 6 digits): blanked",
                                  col("lsoa11"))))
     for name in ("learning_disability", "interpreter_required"):
         code_check(name, _TRUE + _FALSE, "Y or N: blanked", "warning", "bad_code_blanked")
     checks.append(_Check("rtt_start_date", "unknown_clock_start", "warning",
-                         _reason(col("rtt_start_date").is_null()
+                         *_reason(col("rtt_start_date").is_null()
                                  & col("waiting_list_type").is_in(sorted(codes.RTT_WAITING_LIST_TYPES)),
                                  "no clock start on an RTT pathway: loaded without days waited; "
                                  "validate the pathway")))
@@ -359,9 +398,15 @@ def _checks(date_format: str | None, census: dt.date) -> list[_Check]:
 def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
     """Check every row; return the rows that load (typed) and every issue found."""
     frame = _normalised(mapped.frame)
+    formats = {
+        name: column_date_format(frame.get_column(name), profile.date_format)
+        for name in DATE_FIELDS if name != "census_date"
+    }
     frame = frame.with_columns(
         pl.col("pathway_id_issuer").fill_null(pl.col("provider_code")),
-        *[parse_date(pl.col(name), profile.date_format).alias(f"{name}__date") for name in DATE_FIELDS],
+        pl.lit(mapped.census_date).alias("census_date__date"),
+        *[parse_date_column(pl.col(name), fmt, has_time).alias(f"{name}__date")
+          for name, (fmt, has_time) in formats.items()],
     )
     key = ["pathway_id_issuer", "pathway_id"]
     duplicates = (
@@ -372,11 +417,18 @@ def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl
         .filter(pl.col("__copies") > 1)
         .drop("__copies")
     )
-    frame = frame.join(duplicates, on=key, how="left").sort(ROW)
+    frame = frame.join(duplicates, on=key, how="left", maintain_order="left")
 
-    checks = _checks(profile.date_format, mapped.census_date)
-    wide = frame.select(pl.col(ROW), *[c.reason.alias(f"c{i}") for i, c in enumerate(checks)])
-    flagged = wide.filter(pl.any_horizontal(pl.all().exclude(ROW).is_not_null()))
+    checks = _checks({name: fmt for name, (fmt, _) in formats.items()}, mapped.census_date)
+    # Cheap pass over every row: does any rule fire? Reasons are built only for those rows.
+    any_bad = frame.select(pl.any_horizontal([c.bad.fill_null(False) for c in checks])).to_series()
+    suspects = frame.filter(any_bad)
+    wide = suspects.select(
+        pl.col(ROW),
+        *[pl.when(c.bad.fill_null(False)).then(c.reason).otherwise(None).alias(f"c{i}")
+          for i, c in enumerate(checks)],
+    )
+    flagged = wide
     meta = pl.DataFrame(
         {
             "check": [f"c{i}" for i in range(len(checks))],

@@ -142,11 +142,6 @@ def upgrade() -> None:
             name=op.f("uq_source_identity_provider_code_local_patient_id"),
         ),
     )
-    with op.batch_alter_table("source_identity", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_source_identity_nhs_number"), ["nhs_number"], unique=False
-        )
-
     op.create_table(
         "current_snapshot",
         sa.Column("provider_code", sa.String(length=12), nullable=False),
@@ -208,18 +203,12 @@ def upgrade() -> None:
             ["feed_id"], ["feed.id"], name=op.f("fk_pathway_feed_id_feed"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pathway")),
-        sa.UniqueConstraint(
-            "feed_id",
-            "pathway_id_issuer",
-            "pathway_id",
-            name=op.f("uq_pathway_feed_id_pathway_id_issuer_pathway_id"),
-        ),
     )
+    # Only the feed index: every read of the store goes through a feed (the current snapshot
+    # or a census), and each extra index multiplies the cost of a million-row load. Pathway
+    # keys are unique per feed by validation (duplicates are rejected before loading).
     with op.batch_alter_table("pathway", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_pathway_provider_census", ["provider_code", "census_date"], unique=False
-        )
-        batch_op.create_index("ix_pathway_source_identity_id", ["source_identity_id"], unique=False)
+        batch_op.create_index("ix_pathway_feed_id", ["feed_id"], unique=False)
 
     op.create_table(
         "row_issue",
@@ -278,14 +267,10 @@ def downgrade() -> None:
 
     op.drop_table("row_issue")
     with op.batch_alter_table("pathway", schema=None) as batch_op:
-        batch_op.drop_index("ix_pathway_source_identity_id")
-        batch_op.drop_index("ix_pathway_provider_census")
+        batch_op.drop_index("ix_pathway_feed_id")
 
     op.drop_table("pathway")
     op.drop_table("current_snapshot")
-    with op.batch_alter_table("source_identity", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_source_identity_nhs_number"))
-
     op.drop_table("source_identity")
     op.drop_table("refdata_load")
     with op.batch_alter_table("postcode_lsoa", schema=None) as batch_op:

@@ -166,7 +166,7 @@ class SourceIdentity(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     provider_code: Mapped[str] = mapped_column(String(12))
     local_patient_id: Mapped[str] = mapped_column(String(40))
-    nhs_number: Mapped[str | None] = mapped_column(String(10), index=True)
+    nhs_number: Mapped[str | None] = mapped_column(String(10))
     nhs_number_status: Mapped[str | None] = mapped_column(String(2))
     family_name: Mapped[str | None] = mapped_column(String(100))
     given_name: Mapped[str | None] = mapped_column(String(100))
@@ -185,11 +185,9 @@ class Pathway(Base):
     """
 
     __tablename__ = "pathway"
-    __table_args__ = (
-        UniqueConstraint("feed_id", "pathway_id_issuer", "pathway_id"),
-        Index("ix_pathway_provider_census", "provider_code", "census_date"),
-        Index("ix_pathway_source_identity_id", "source_identity_id"),
-    )
+    # One index only (see migration 0001): reads go through a feed; keys are unique per feed
+    # because validation rejects duplicates.
+    __table_args__ = (Index("ix_pathway_feed_id", "feed_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id", ondelete="CASCADE"))
