@@ -221,7 +221,7 @@ def load_snapshot(
     started = time.perf_counter()
     with write_connection(engine) as connection, connection.begin():
         _lock_provider(connection, record.provider_code)
-        log.info("loading snapshot", extra={"provider": record.provider_code,
+        log.debug("loading snapshot", extra={"provider": record.provider_code,
                                             "census_date": str(record.census_date),
                                             "rows": pathways.height})
         duplicate = loaded_feed_with_sha(connection, record.provider_code, record.sha256)

@@ -97,7 +97,7 @@ def test_kill_9_during_a_load_leaves_the_previous_snapshot_exactly(cli_store: st
         (pl.lit("PPI") + pl.int_range(n).cast(pl.String)).alias("pathway_id"),
         (pl.lit("L") + pl.int_range(n).cast(pl.String)).alias("local_patient_id"),
     ).write_csv(big)
-    env = dict(os.environ, PTL_DATABASE_URL=cli_store, PTL_LOG_FORMAT="json")
+    env = dict(os.environ, PTL_DATABASE_URL=cli_store, PTL_LOG_FORMAT="json", PTL_LOG_LEVEL="DEBUG")
     process = subprocess.Popen(
         [sys.executable, "-m", "ptl.cli", "ingest", str(big), "--provider", "RXX", "--profile", "canonical"],
         env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -68,7 +68,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from ptl.store import migrate
     from ptl.store.engine import make_engine
 
+    import logging
+
     out = args.out or settings.var_dir / "demo"
+    # The demo prints its own one-line-per-feed summary; per-feed log lines would repeat it.
+    if settings.log_level.upper() == "INFO":
+        logging.getLogger("ptl.ingest").setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     print(f"1. store ready at {settings.database_url}")
