@@ -148,10 +148,12 @@ def ingest_file(
                 "(see the rejections) and send the file again",
                 kind="too_many_rejected",
             )
+        del extract, mapped  # the raw text is no longer needed: free it before deriving
         with engine.connect() as connection:
             postcodes = postcode_lookup(connection, checked.clean.get_column("postcode"))
             imd = imd_lookup(connection)
-        pathways = derive(checked.clean, mapped.census_date, postcodes, imd)
+        pathways = derive(checked.clean, record.census_date, postcodes, imd)
+        del checked
         record.validate_seconds = time.perf_counter() - t0
     except FeedRefused as refusal:
         record.message = str(refusal)
