@@ -7,6 +7,7 @@ route answers the same way: loaded, refused (with the reason, nothing loaded) or
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from ingest.derive import derive
 from ingest.errors import FeedRefused
 from ingest.load import FeedRecord, load_snapshot, loaded_feed_with_sha, record_refused
 from ingest.profiles import Profile, load_profile
-from ingest.read import file_format_of, read_extract, sha256_of
+from ingest.read import file_format_of, read_extract
 from ingest.validate import map_columns, validate
 from ptl.refdata.imd import imd_lookup
 from ptl.refdata.postcodes import postcode_lookup
@@ -115,9 +116,10 @@ def ingest_file(
     try:
         record.file_format = file_format_of(path)
         try:
-            record.sha256 = sha256_of(path)
+            data = path.read_bytes()
         except OSError as exc:
             raise FeedRefused(f"{name}: cannot be read ({exc.strerror})", kind="unreadable") from None
+        record.sha256 = hashlib.sha256(data).hexdigest()
         with engine.connect() as connection:
             earlier = loaded_feed_with_sha(connection, provider_code, record.sha256)
         if earlier is not None:
@@ -125,7 +127,8 @@ def ingest_file(
 
         say(f"reading {name}")
         t0 = time.perf_counter()
-        extract = read_extract(path, resolved)
+        extract = read_extract(path, resolved, data)
+        del data
         record.read_seconds = time.perf_counter() - t0
 
         say(f"validating {extract.frame.height:,} rows")

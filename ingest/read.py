@@ -28,7 +28,6 @@ class Extract:
 
     frame: pl.DataFrame
     file_format: str
-    sha256: str
     #: number to add to a 0-based data-row index to give the row number a person sees
     row_offset: int
 
@@ -51,14 +50,15 @@ def file_format_of(path: Path) -> str:
     return fmt
 
 
-def read_extract(path: Path, profile: Profile) -> Extract:
-    """Read `path` as text columns; refuse the whole file if it cannot be read."""
+def read_extract(path: Path, profile: Profile, data: bytes | None = None) -> Extract:
+    """Read `path` (or its bytes, when the caller has them) as text columns; refuse the whole
+    file if it cannot be read."""
     fmt = file_format_of(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FeedRefused(f"{path.name}: cannot be read ({exc.strerror})", kind="unreadable") from None
-    sha256 = hashlib.sha256(data).hexdigest()
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise FeedRefused(f"{path.name}: cannot be read ({exc.strerror})", kind="unreadable") from None
     try:
         if fmt == "csv":
             frame = _read_csv(data, profile)
@@ -79,41 +79,38 @@ def read_extract(path: Path, profile: Profile) -> Extract:
     frame = frame.rename({c: c.strip() for c in frame.columns})
     if frame.height == 0:
         raise FeedRefused(f"{path.name}: the file has no data rows", kind="empty")
-    return Extract(frame=frame, file_format=fmt, sha256=sha256, row_offset=offset)
-
-
-def _decode(data: bytes, encoding: str | None) -> bytes:
-    """Return UTF-8 bytes. Without a declared encoding: UTF-8 (BOM allowed), else Windows-1252,
-    the usual encoding of extracts saved by Excel on Windows."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if encoding in (None, "utf-8"):
-        try:
-            data.decode("utf-8")
-            return data
-        except UnicodeDecodeError:
-            if encoding == "utf-8":
-                raise FeedRefused("the file is declared UTF-8 but is not valid UTF-8", kind="unreadable") from None
-    return data.decode(encoding or "cp1252").encode("utf-8")
+    return Extract(frame=frame, file_format=fmt, row_offset=offset)
 
 
 def _sniff_delimiter(data: bytes) -> str:
-    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    end = data.find(b"\n")
+    header = data[: end if end >= 0 else len(data)].decode("utf-8", errors="replace")
     counts = {d: header.count(d) for d in _DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
 
 
 def _read_csv(data: bytes, profile: Profile) -> pl.DataFrame:
-    text = _decode(data, profile.encoding)
-    delimiter = profile.delimiter or _sniff_delimiter(text)
-    return pl.read_csv(
-        io.BytesIO(text),
-        separator=delimiter,
-        infer_schema=False,
-        truncate_ragged_lines=False,
-        raise_if_empty=True,
-    )
+    """UTF-8 (BOM allowed) unless declared otherwise; a file that is not valid UTF-8 is read
+    as Windows-1252, the usual encoding of extracts saved by Excel on Windows."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    delimiter = profile.delimiter or _sniff_delimiter(data)
+
+    def parse(text: bytes) -> pl.DataFrame:
+        return pl.read_csv(io.BytesIO(text), separator=delimiter, infer_schema=False,
+                           truncate_ragged_lines=False, raise_if_empty=True)
+
+    if profile.encoding not in (None, "utf-8"):
+        return parse(data.decode(profile.encoding).encode("utf-8"))
+    try:
+        return parse(data)  # Polars checks the UTF-8 itself, at no extra pass
+    except pl.exceptions.ComputeError as exc:
+        if "utf-8" not in str(exc).lower() and "utf8" not in str(exc).lower():
+            raise
+        if profile.encoding == "utf-8":
+            raise FeedRefused("the file is declared UTF-8 but is not valid UTF-8", kind="unreadable") from None
+        return parse(data.decode("cp1252", errors="replace").encode("utf-8"))
 
 
 def _read_xlsx(data: bytes, profile: Profile) -> pl.DataFrame:

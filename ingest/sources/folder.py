@@ -71,7 +71,13 @@ def inbox_files(source: FolderSource) -> list[Path]:
         entries = [p for p in source.inbox.iterdir() if is_candidate(p)]
     except OSError as exc:
         raise SourceUnavailable(f"cannot list {source.inbox} ({exc.strerror})") from None
-    return sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))
+    dated: list[tuple[float, str, Path]] = []
+    for path in entries:
+        try:
+            dated.append((path.stat().st_mtime, path.name, path))
+        except FileNotFoundError:
+            continue  # taken away by the writer since the listing
+    return [path for _mtime, _name, path in sorted(dated)]
 
 
 def done_marker(path: Path) -> Path:
@@ -91,11 +97,12 @@ def waiting_reason(path: Path, source: FolderSource, now: float) -> str | None:
     return None
 
 
-def poll_folder(engine: Engine, source: FolderSource, settings: Settings) -> tuple[list[FileOutcome], int]:
-    """Ingest every ready file in the inbox. Returns the outcomes and how many files are still
-    waiting. Raises `SourceUnavailable` when the folder or the store cannot be reached."""
+def poll_folder(engine: Engine, source: FolderSource, settings: Settings,
+                outcomes: list[FileOutcome]) -> int:
+    """Ingest every ready file in the inbox, appending what became of each to `outcomes` (so
+    they are reported even when a later file fails). Returns how many files are still waiting.
+    Raises `SourceUnavailable` when the folder or the store cannot be reached."""
     ensure_layout(source)
-    outcomes: list[FileOutcome] = []
     for path in inbox_files(source):
         try:
             reason = waiting_reason(path, source, time.time())
@@ -105,8 +112,7 @@ def poll_folder(engine: Engine, source: FolderSource, settings: Settings) -> tup
             outcomes.append(FileOutcome(name=path.name, status="waiting", message=reason))
             continue
         outcomes.append(ingest_dropped_file(engine, source, path, settings))
-    waiting = sum(1 for o in outcomes if o.status in ("waiting", "error"))
-    return outcomes, waiting
+    return sum(1 for o in outcomes if o.status in ("waiting", "error"))
 
 
 def _fingerprint(path: Path) -> tuple[int, int]:

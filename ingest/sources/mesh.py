@@ -59,10 +59,11 @@ def mesh_client(source: MeshSource, environ: Mapping[str, str] | None = None) ->
     )
 
 
-def poll_mesh(engine: Engine, source: MeshSource, settings: Settings, *,
+def poll_mesh(engine: Engine, source: MeshSource, settings: Settings, outcomes: list[FileOutcome], *,
               environ: Mapping[str, str] | None = None,
-              before_acknowledge: Callable[[str], None] | None = None) -> tuple[list[FileOutcome], int]:
-    """Take every message for this source from the mailbox. `before_acknowledge` runs after a
+              before_acknowledge: Callable[[str], None] | None = None) -> int:
+    """Take every message for this source from the mailbox, appending what became of each to
+    `outcomes`; returns how many messages are left waiting. `before_acknowledge` runs after a
     message's feed is recorded and before it is acknowledged (tests use it to simulate a crash).
     Raises `SourceUnavailable` when the mailbox or the store cannot be reached."""
     import requests
@@ -73,19 +74,14 @@ def poll_mesh(engine: Engine, source: MeshSource, settings: Settings, *,
         staging.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SourceUnavailable(f"cannot create the download directory {staging} ({exc.strerror})") from None
-    outcomes: list[FileOutcome] = []
     waiting = 0
     try:
         with mesh_client(source, environ) as client:
             _handshake_when_due(client, source)
             message_ids = list(client.iterate_message_ids(workflow_filter=source.workflow_id))
-            for position, message_id in enumerate(message_ids):
-                try:
-                    outcome = _take_message(engine, client, source, message_id, staging, settings,
-                                            before_acknowledge)
-                except SourceUnavailable:
-                    waiting += len(message_ids) - position
-                    raise
+            for message_id in message_ids:
+                outcome = _take_message(engine, client, source, message_id, staging, settings,
+                                        before_acknowledge)
                 if outcome is None:
                     continue  # another source's message (sender filter)
                 if outcome.status == "error":
@@ -100,7 +96,7 @@ def poll_mesh(engine: Engine, source: MeshSource, settings: Settings, *,
     except (requests.RequestException, MeshError) as exc:
         raise SourceUnavailable(f"MESH mailbox {source.mailbox} at {source.url} is unreachable "
                                 f"({type(exc).__name__}); messages stay in the mailbox") from None
-    return outcomes, waiting
+    return waiting
 
 
 def _handshake_when_due(client: Any, source: MeshSource) -> None:

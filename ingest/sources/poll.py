@@ -7,6 +7,7 @@ stop the others. Only interrupts (`BaseException`) pass through.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.sources.config import FolderSource, MeshSource, Source
-from ingest.sources.folder import poll_folder
+from ingest.sources.folder import inbox_files, poll_folder
 from ingest.sources.mesh import poll_mesh
 from ingest.sources.outcome import FileOutcome, PollReport, SourceUnavailable
 from ingest.sources.state import PollRecord, record_poll, utc_now
@@ -34,11 +35,14 @@ def poll_source(engine: Engine, source: Source, settings: Settings, *,
     files: list[FileOutcome] = []
     try:
         if isinstance(source, FolderSource):
-            files, report.waiting = poll_folder(engine, source, settings)
+            report.waiting = poll_folder(engine, source, settings, files)
         elif isinstance(source, MeshSource):
-            files, report.waiting = poll_mesh(engine, source, settings, environ=environ, **mesh_options)
+            report.waiting = poll_mesh(engine, source, settings, files, environ=environ, **mesh_options)
     except SourceUnavailable as exc:
         report.failure = str(exc)
+        if isinstance(source, FolderSource):
+            with contextlib.suppress(SourceUnavailable, OSError):
+                report.waiting = len(inbox_files(source))
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure is this source's, not the scheduler's
         log.exception("source poll crashed", extra={"source": source.name, "error": type(exc).__name__})
         report.failure = f"unexpected {type(exc).__name__} while polling; see the scheduler log"
