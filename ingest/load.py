@@ -157,7 +157,9 @@ def _identities(connection: Connection, feed_id: int, provider_code: str,
         schema={"id": pl.Int64, "date_of_birth": pl.Date, "values_census_date": pl.Date},
     )
     joined = incoming.join(existing, on="local_patient_id", how="left", suffix="__old")
-    new = joined.filter(pl.col("id").is_null())
+    # In key order, so the unique (provider, local id) index grows at its right edge instead
+    # of splitting pages all over: several times faster for a first load of a big provider.
+    new = joined.filter(pl.col("id").is_null()).sort("local_patient_id")
     first = _allocate_ids(connection, new.height)
     new = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
     if new.height:
