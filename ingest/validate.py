@@ -206,7 +206,7 @@ def column_date_format(values: pl.Series, date_format: str | None) -> tuple[str 
         sample = sample.str.replace(r"[ T]\d{1,2}:\d{2}(:\d{2})?(\.\d+)?$", "")
     best, best_hits = None, 0
     for fmt in DEFAULT_DATE_FORMATS:
-        hits = sample.str.strptime(pl.Date, fmt, strict=False).is_not_null().sum()
+        hits = int(sample.str.strptime(pl.Date, fmt, strict=False).is_not_null().sum())
         if hits > best_hits:
             best, best_hits = fmt, hits
     return best, has_time
