@@ -22,7 +22,6 @@ the same sha256 already loaded and files it under `processed/` as "already loade
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.errors import ProfileError
 from ingest.pipeline import IngestResult, ingest_file
+from ingest.read import sha256_of
 from ingest.sources.config import FolderSource, declared_census_date
 from ingest.sources.outcome import FileOutcome, SourceUnavailable
 from ingest.sources.state import record_receipt, utc_now
@@ -120,20 +120,12 @@ def _fingerprint(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ingest_dropped_file(engine: Engine, source: FolderSource, path: Path, settings: Settings) -> FileOutcome:
     """Ingest one ready file and file it under processed/ or failed/ with its sidecars."""
     started = time.perf_counter()
     try:
         before = _fingerprint(path)
-        sha256 = _sha256(path)
+        sha256 = sha256_of(path)
     except OSError as exc:
         return FileOutcome(name=path.name, status="error", message=f"cannot be read ({exc.strerror}); left in inbox")
     try:
