@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ptl.commands.refdata",
     "ingest.commands",
     "ptl.commands.synth",
+    "ptl.identity.commands",
     "ingest.sources.commands",
 )
 

@@ -1558,3 +1558,61 @@ def write_canonical_extract(
                       numeric_cells=file_format == "xlsx")
     _write_frame(_render(frame, dialect, [], census_date), path, dialect)
     return path.resolve()
+
+
+# --------------------------------------------------------------------------------------------
+# Source identities only (linkage quality tests and benchmarks: 100k-1M records in seconds,
+# without writing or ingesting extracts)
+# --------------------------------------------------------------------------------------------
+
+#: A Sunday: the census synthetic identities are drawn at.
+IDENTITY_CENSUS: Final[dt.date] = dt.date(2025, 6, 1)
+
+
+def synthetic_identities(patients: int, *, trusts: int = 3, independents: int = 2, seed: int = 7,
+                         without_nhs_share: float | None = None) -> pl.DataFrame:
+    """Source identities of `patients` synthetic people across the providers (ids from 1).
+
+    `without_nhs_share`: blank further NHS numbers (chosen at random, status set to
+    "trace required") until at least this share of records has no usable number.
+    """
+    geo = _make_geo(np.random.default_rng([seed, 1]), None)
+    providers = _make_providers(np.random.default_rng([seed, 2]), trusts, independents, geo)
+    persons = _make_persons(np.random.default_rng([seed, 3]), patients, geo, IDENTITY_CENSUS)
+    plan = _plan_system(np.random.default_rng([seed, 4]), persons, providers, geo, [IDENTITY_CENSUS])
+    codes = pl.Series([p["provider_code"] for p in providers])
+    frame = plan.identities.with_columns(provider_code=codes.gather(plan.identities["_prov"]))
+    # A usable number with status 02 (not traced) is linked probabilistically, not on the number.
+    usable = pl.col("nhs_number_usable") & (pl.col("nhs_number_status").fill_null("") != "02")
+    frame = frame.with_columns(usable.alias("nhs_number_usable"))
+    if without_nhs_share is not None:
+        rng = np.random.default_rng([seed, 5])
+        lacking = frame.height - int(frame["nhs_number_usable"].sum())
+        wanted = int(np.ceil(without_nhs_share * frame.height)) - lacking
+        if wanted > 0:
+            candidates = np.flatnonzero(frame["nhs_number_usable"].to_numpy())
+            blank = np.zeros(frame.height, dtype=bool)
+            blank[rng.choice(candidates, size=min(wanted, len(candidates)), replace=False)] = True
+            mask = pl.Series(blank)
+            frame = frame.with_columns(
+                nhs_number=pl.when(mask).then(None).otherwise(pl.col("nhs_number")),
+                nhs_number_status=pl.when(mask).then(pl.lit("03")).otherwise(pl.col("nhs_number_status")),
+                nhs_number_usable=pl.col("nhs_number_usable") & ~mask,
+            )
+    return frame.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("id"),
+        "provider_code", "local_patient_id", "nhs_number", "nhs_number_status", "family_name",
+        "given_name", "date_of_birth", "sex", "postcode", "person_key", "nhs_number_usable",
+        pl.col("corruption").fill_null(""),
+    )
+
+
+def source_identity_rows(identities: pl.DataFrame, *, first_feed_id: int = 0,
+                         census_date: dt.date = IDENTITY_CENSUS) -> pl.DataFrame:
+    """The `source_identity` table rows of synthetic identities (truth columns dropped)."""
+    return identities.select(
+        "id", "provider_code", "local_patient_id", "nhs_number", "nhs_number_status", "family_name",
+        "given_name", "date_of_birth", "sex", "postcode",
+        pl.lit(first_feed_id, dtype=pl.Int64).alias("first_feed_id"),
+        pl.lit(census_date, dtype=pl.Date).alias("values_census_date"),
+    )

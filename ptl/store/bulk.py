@@ -89,26 +89,30 @@ def read_frame(
             return pl.DataFrame(schema={n: t for n, t in schema.items()})
         frame = pl.read_csv(buffer, infer_schema=False, null_values=[_NULL])
     else:
-        from sqlalchemy import text
-
-        result = connection.execute(text(sql), params or {})
-        names = list(result.keys())
-        rows = result.fetchall()
-        frame = pl.DataFrame(
-            [[None if v is None else str(v) for v in column] for column in zip(*rows, strict=True)]
-            if rows else [[] for _ in names],
-            schema={n: pl.String for n in names},
-            orient="col",
-        )
+        cursor = _dbapi(connection).cursor()
+        cursor.execute(sql, params or {})  # sqlite3 takes `:name` parameters as they are
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        # SQLite hands back native ints, floats and text (dates are ISO text); build the frame
+        # from them directly and only fall back to text when a column mixes types.
+        try:
+            frame = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+        except (TypeError, pl.exceptions.PolarsError):
+            frame = pl.DataFrame(
+                [[None if v is None else str(v) for v in row] for row in rows],
+                schema={n: pl.String for n in names}, orient="row",
+            )
+        if not rows:
+            frame = pl.DataFrame(schema={n: pl.String for n in names})
     return frame.with_columns([_cast(name, dtype) for name, dtype in schema.items() if name in frame.columns])
 
 
 def _cast(name: str, dtype: Any) -> pl.Expr:
     column = pl.col(name)
     if dtype == pl.Date:
-        return column.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        return column.cast(pl.String).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
     if dtype == pl.Boolean:
         return pl.when(column.is_null()).then(None).otherwise(
-            column.str.to_lowercase().is_in(["1", "t", "true"])
+            column.cast(pl.String).str.to_lowercase().is_in(["1", "t", "true"])
         ).alias(name)
     return column.cast(dtype, strict=False)
