@@ -12,6 +12,7 @@ KINDS = {
     "imd": "IMD 2019 by 2011 LSOA (GOV.UK File 1, CSV or XLSX)",
     "postcodes": "postcode → LSOA (ONS NSPL or ONSPD CSV)",
     "ods": "NHS trusts (ODS etr.csv, headerless)",
+    "sites": "treatment sites with coordinates (CSV: site_code, provider_code, name, postcode, lat, long)",
 }
 
 
@@ -38,6 +39,10 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
         from ptl.refdata.postcodes import load_postcodes
 
         rows = load_postcodes(engine, args.file)
+    elif args.kind == "sites":
+        from ptl.refdata.sites import load_sites
+
+        rows = load_sites(engine, args.file)
     else:
         from ptl.refdata.ods import load_ods
 

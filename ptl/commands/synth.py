@@ -73,7 +73,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     out = args.out or settings.var_dir / "demo"
     # The demo prints its own one-line-per-feed summary; per-feed log lines would repeat it.
     if settings.log_level.upper() == "INFO":
-        logging.getLogger("ptl.ingest").setLevel(logging.WARNING)
+        for name in ("ptl.ingest", "ptl.identity"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     print(f"1. store ready at {settings.database_url}")
@@ -89,8 +90,16 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"   {result.status:<9} feed {result.feed_id:>3}  {feed.provider_code}  {feed.census_date}  "
               f"{feed.file_format:<7} read {result.rows_read:>6,}  loaded {result.rows_loaded:>6,}  "
               f"rejected {result.rows_rejected:>4,}  warnings {result.rows_warned:>4,}")
+    from ptl.identity import link
+
+    report = link(engine, settings)
+    print(f"5. linked {report.identities:,} provider records to {report.persons:,} people "
+          f"({report.linked_nhs_number:,} on NHS number, {report.linked_probabilistic:,} by "
+          f"probabilistic match; {report.reviews_open} identity conflicts to review) in "
+          f"{report.seconds:.1f}s")
     print("\nLook at it:")
     print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
     print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
+    print("  ptl link review                # identity conflicts, not merged silently")
     print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
     return 0
