@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 
 from ptl.settings import Settings
-from ptl.store.engine import make_engine
 from ptl.store import Base
+from ptl.store.engine import make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ptl.commands.synth",
     "ptl.identity.commands",
     "ingest.sources.commands",
+    "api.commands",
     "ptl.matching.commands",
 )
 

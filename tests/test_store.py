@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from ptl.store import migrate
-from ptl.store import Base
+from ptl.store import Base, migrate
 
 
 def test_migrations_create_every_model_table(store_engine: Engine) -> None:

@@ -62,13 +62,13 @@ def _synth(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     from ingest.pipeline import ingest_file
     from ptl.refdata.imd import load_imd
     from ptl.refdata.postcodes import load_postcodes
     from ptl.store import migrate
     from ptl.store.engine import make_engine
-
-    import logging
 
     out = args.out or settings.var_dir / "demo"
     # The demo prints its own one-line-per-feed summary; per-feed log lines would repeat it.
@@ -97,9 +97,39 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
           f"({report.linked_nhs_number:,} on NHS number, {report.linked_probabilistic:,} by "
           f"probabilistic match; {report.reviews_open} identity conflicts to review) in "
           f"{report.seconds:.1f}s")
-    print("\nLook at it:")
-    print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
-    print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
-    print("  ptl link review                # identity conflicts, not merged silently")
-    print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
+    if args.no_serve:
+        print("\nLook at it:")
+        print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
+        print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
+        print("  ptl link review                # identity conflicts, not merged silently")
+        print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
+        return 0
+    return _serve_demo(engine, settings)
+
+
+def _serve_demo(engine: Any, settings: Settings) -> int:
+    """End the demo by serving the API with a ready-made icb key and example requests."""
+    from api.serve import run
+    from ptl.store.access import create_key
+
+    _key_id, key = create_key(engine, "DEMOICB", "icb", "demo coordinator")
+    base = f"http://{settings.host}:{settings.port}"
+    curl = f'curl -s -H "Authorization: Bearer {key}"'
+    print(f"""
+6. serving the API at {base} (OpenAPI: {base}/schema); Ctrl-C stops it.
+   A demo key with the icb role (whole system, identifiable; shown once):
+     {key}
+   Try, in another terminal:
+     {curl} "{base}/api/v1/queue?treatment_function=110&limit=5"
+     {curl} "{base}/api/v1/sites/stats?by=provider"
+     {curl} "{base}/api/v1/equity?by=imd_quintile"
+     {curl} "{base}/api/v1/equity?by=ethnic_group&trend=true"
+     {curl} "{base}/api/v1/equalisation?treatment_function=110"
+     {curl} "{base}/api/v1/validation?kind=duplicate_pathways"
+     {curl} "{base}/api/v1/data-quality"
+     {curl} "{base}/api/v1/feeds"
+     {curl} "{base}/api/v1/queue?format=csv" -o queue.csv
+   Other roles: ptl keys create --org RZA --role provider   (or analyst, admin)
+""", flush=True)
+    run(settings, settings.host, settings.port)
     return 0

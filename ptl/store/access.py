@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import (
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -188,7 +189,7 @@ def authenticate(engine: Engine, presented: str) -> Client | None:
 
 
 def record_audit(
-    engine: Engine,
+    store: Engine | Connection,
     client: Client,
     *,
     action: str,
@@ -198,13 +199,16 @@ def record_audit(
     row_count: int,
     status_code: int,
 ) -> None:
-    """Write one audit event in its own transaction (committed before the response is sent)."""
-    with engine.begin() as connection:
-        connection.execute(
-            insert(AuditEvent).values(
+    """Write one audit event: in the caller's transaction when given a connection, else in its
+    own. Either way it is committed before the response is sent."""
+    statement = insert(AuditEvent).values(
                 occurred_at=_now(), key_id=client.key_id, organisation_code=client.organisation_code,
                 role=client.role, action=action, method=method, endpoint=endpoint[:300],
                 filters=json.dumps(dict(filters), sort_keys=True, default=str) if filters else None,
                 row_count=row_count, status_code=status_code,
             )
-        )
+    if isinstance(store, Connection):
+        store.execute(statement)
+        return
+    with store.begin() as connection:
+        connection.execute(statement)

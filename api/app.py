@@ -1,0 +1,85 @@
+"""The Litestar application factory: the one place that wires routes, auth, errors and OpenAPI."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy import Engine
+
+from api.audit import AuditController
+from api.auth import ApiKeyAuthentication
+from api.context import ApiContext
+from api.feeds import FeedsController
+from api.health import health, ready
+from api.keys import KeysController
+from api.problems import http_exception_handler, unexpected_exception_handler
+from ptl.settings import Settings
+
+API_PREFIX = "/api/v1"
+#: Uploaded extracts: a 100k-row WLMDS CSV is ~30 MB; leave room for the biggest trusts.
+MAX_REQUEST_BYTES = 512 * 1024 * 1024
+
+_DESCRIPTION = """\
+The system-wide shared PTL: one waiting list across every provider, and the views that turn it
+into decisions. Send your key as `Authorization: Bearer ptl_…`. Every view also answers as CSV
+(`?format=csv` or `Accept: text/csv`). Errors are RFC 9457 problem details.
+"""
+
+
+def _view_controllers() -> list[type]:
+    from api.data_quality import DataQualityController
+    from api.equalisation import EqualisationController
+    from api.equity import EquityController
+    from api.persons import PersonsController
+    from api.queue import QueueController
+    from api.sites import SitesController
+    from api.validation import ValidationController
+
+    return [QueueController, SitesController, EqualisationController, EquityController,
+            ValidationController, DataQualityController, PersonsController]
+
+
+def _mutual_aid_controllers() -> list[type]:
+    from api.matching import MatchingController
+    from api.offers import OffersController
+    from api.transfers import TransfersController
+
+    return [OffersController, MatchingController, TransfersController]
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
+    """The API over the store at `settings.database_url` (or the given engine)."""
+    if engine is None:
+        from ptl.store.engine import make_engine
+
+        engine = make_engine(settings.database_url)
+    context = ApiContext.build(settings, engine)
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[*_view_controllers(), FeedsController, KeysController, AuditController,
+                        *_mutual_aid_controllers()],
+        security=[{"apiKey": []}],
+    )
+    return Litestar(
+        route_handlers=[health, ready, api],
+        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema", "^/health$", "^/ready$"])],
+        exception_handlers={HTTPException: http_exception_handler, Exception: unexpected_exception_handler},
+        openapi_config=OpenAPIConfig(
+            title="Shared PTL API", version="1.0.0", description=_DESCRIPTION, path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), JsonRenderPlugin()],
+            components=Components(security_schemes={"apiKey": SecurityScheme(
+                type="http", scheme="bearer", description="an API key from `ptl keys create`")}),
+        ),
+        state=_state(context),
+        request_max_body_size=MAX_REQUEST_BYTES,
+        debug=False,
+    )
+
+
+def _state(context: ApiContext) -> State:
+    return State({"api": context})

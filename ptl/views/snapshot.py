@@ -1,0 +1,440 @@
+"""The analytics snapshot: every provider's current feed (and recent censuses) as Polars frames.
+
+This module owns pulling the store into memory for the views, and the process-level cache that
+makes that happen once per data version:
+
+- `current`: every pathway of every provider's current feed (the analytics columns of `pathway`,
+  plus `person_id` from `identity_link` when that table exists and has rows, and two presence
+  flags from `source_identity`: `has_nhs_number`, `has_postcode` -- shares are computed from them,
+  no identifying value ever leaves the store);
+- `history`: per provider, one feed per census (the newest loaded one), for the last
+  `HISTORY_CENSUSES` censuses up to the current one: pathway keys, clock start, days waited and
+  the columns filters and equity trends need;
+- `feeds`: every feed row (small), `issues`: the rejected rows of the current feeds (no raw row);
+- `identity_review`: the identity conflicts list when that table exists;
+- `version`: the newest loaded feed id, the cache key.
+
+Reads use each backend's fast path: ADBC (Arrow, binary) on PostgreSQL when the driver is
+installed, else `COPY … TO STDOUT` through `read_frame`; SQLite through its cursor. Every frame
+is cast to one schema so views see the same types on either backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from ptl.store.bulk import read_frame
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How many censuses per provider the history holds (weekly: half a year of trend).
+HISTORY_CENSUSES: Final[int] = 26
+
+#: Columns of `current` and their types (the same on SQLite and PostgreSQL).
+CURRENT_SCHEMA: Final[dict[str, Any]] = {
+    "id": pl.Int64,
+    "feed_id": pl.Int64,
+    "provider_code": pl.String,
+    "census_date": pl.Date,
+    "source_identity_id": pl.Int64,
+    "person_id": pl.Int64,
+    "pathway_id": pl.String,
+    "pathway_id_issuer": pl.String,
+    "referral_id": pl.String,
+    "site_code": pl.String,
+    "treatment_function_code": pl.String,
+    "rtt_start_date": pl.Date,
+    "rtt_status": pl.String,
+    "waiting_list_type": pl.String,
+    "is_rtt": pl.Boolean,
+    "priority_type": pl.String,
+    "clinical_priority": pl.String,
+    "procedure_code": pl.String,
+    "intended_management": pl.String,
+    "decision_to_admit_date": pl.Date,
+    "tci_date": pl.Date,
+    "asa_grade": pl.Int16,
+    "bmi": pl.Float64,
+    "learning_disability": pl.Boolean,
+    "interpreter_required": pl.Boolean,
+    "last_validated_date": pl.Date,
+    "last_attended_date": pl.Date,
+    "last_dna_date": pl.Date,
+    "travel_willingness": pl.String,
+    "sex": pl.String,
+    "ethnic_category": pl.String,
+    "ethnic_group": pl.String,
+    "lsoa11": pl.String,
+    "imd_decile": pl.Int16,
+    "imd_quintile": pl.Int16,
+    "age_years": pl.Int16,
+    "age_band": pl.String,
+    "days_waited": pl.Int32,
+    "week_band": pl.Int32,
+    "priority_rank": pl.Int16,
+    "has_nhs_number": pl.Boolean,
+    "has_postcode": pl.Boolean,
+}
+
+#: Columns of `history`: keys to tell additions from removals, plus what filters and trends use.
+HISTORY_SCHEMA: Final[dict[str, Any]] = {
+    "feed_id": pl.Int64,
+    "provider_code": pl.String,
+    "census_date": pl.Date,
+    "pathway_id_issuer": pl.String,
+    "pathway_id": pl.String,
+    "site_code": pl.String,
+    "treatment_function_code": pl.String,
+    "procedure_code": pl.String,
+    "waiting_list_type": pl.String,
+    "clinical_priority": pl.String,
+    "priority_rank": pl.Int16,
+    "rtt_status": pl.String,
+    "rtt_start_date": pl.Date,
+    "days_waited": pl.Int32,
+    "week_band": pl.Int32,
+    "is_rtt": pl.Boolean,
+    "imd_quintile": pl.Int16,
+    "ethnic_category": pl.String,
+    "ethnic_group": pl.String,
+    "age_band": pl.String,
+    "sex": pl.String,
+    "learning_disability": pl.Boolean,
+}
+
+FEED_SCHEMA: Final[dict[str, Any]] = {
+    "id": pl.Int64,
+    "provider_code": pl.String,
+    "census_date": pl.Date,
+    "status": pl.String,
+    "source": pl.String,
+    "rows_read": pl.Int64,
+    "rows_loaded": pl.Int64,
+    "rows_rejected": pl.Int64,
+    "rows_warned": pl.Int64,
+    "received_at": pl.String,
+    "is_current": pl.Boolean,
+}
+
+#: Rejected rows of the current feeds. `raw_row` (identifiable) is deliberately not read.
+ISSUE_SCHEMA: Final[dict[str, Any]] = {
+    "feed_id": pl.Int64,
+    "provider_code": pl.String,
+    "census_date": pl.Date,
+    "row_number": pl.Int64,
+    "column_name": pl.String,
+    "kind": pl.String,
+    "reason": pl.String,
+    "raw_value": pl.String,
+}
+
+#: identity_review columns never copied out of the store (identifiable values).
+IDENTIFIABLE_COLUMNS: Final[frozenset[str]] = frozenset(
+    {"nhs_number", "family_name", "given_name", "date_of_birth", "postcode", "local_patient_id",
+     "raw_row"}
+)
+
+_PATHWAY_COLUMNS = [c for c in CURRENT_SCHEMA
+                    if c not in ("person_id", "has_nhs_number", "has_postcode")]
+
+
+@dataclass
+class Snapshot:
+    """One data version of the system: frames the views compute over, and their memo."""
+
+    version: int
+    current: pl.DataFrame
+    history: pl.DataFrame
+    feeds: pl.DataFrame = field(default_factory=lambda: _empty(FEED_SCHEMA))
+    issues: pl.DataFrame = field(default_factory=lambda: _empty(ISSUE_SCHEMA))
+    identity_review: pl.DataFrame | None = None
+    loaded_seconds: float = 0.0
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()` once per key for this data version (e.g. `("equity", by, filters)`);
+        later calls return the stored result. Concurrent first calls compute once."""
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            return self._memo[key]  # type: ignore[no-any-return]
+
+
+def _empty(schema: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def _conform(frame: pl.DataFrame, schema: dict[str, Any]) -> pl.DataFrame:
+    """Exactly `schema`'s columns, in order and type (missing columns become null)."""
+    columns = []
+    for name, dtype in schema.items():
+        if name not in frame.columns:
+            columns.append(pl.lit(None, dtype=dtype).alias(name))
+        elif frame.schema[name] == dtype:
+            columns.append(pl.col(name))
+        elif dtype == pl.Boolean and frame.schema[name] == pl.String:
+            columns.append(pl.when(pl.col(name).is_null()).then(None)
+                           .otherwise(pl.col(name).str.to_lowercase().is_in(["1", "t", "true"]))
+                           .alias(name))
+        elif dtype == pl.Date and frame.schema[name] == pl.String:
+            columns.append(pl.col(name).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+        else:
+            columns.append(pl.col(name).cast(dtype, strict=False))
+    return frame.select(columns)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _adbc_uri(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _adbc_available() -> bool:
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Reader:
+    """Runs snapshot queries on one backend's fastest path within one consistent read."""
+
+    def __init__(self, engine: Engine, connection: Connection) -> None:
+        self.connection = connection
+        self.adbc: Any = None
+        if engine.dialect.name == "postgresql" and _adbc_available():
+            import adbc_driver_postgresql.dbapi as adbc
+
+            try:
+                self.adbc = adbc.connect(_adbc_uri(engine))
+            except Exception as exc:  # noqa: BLE001 - fall back to COPY, say why (no URL: it may hold a password)
+                log.warning("ADBC connection failed (%s); reading the snapshot with COPY", type(exc).__name__)
+
+    def frame(self, sql: str, schema: dict[str, Any], params: dict[str, Any] | None = None) -> pl.DataFrame:
+        if self.adbc is not None:
+            # ADBC takes positional $n parameters; the few we pass are integers, inlined safely.
+            statement = sql
+            for name, value in (params or {}).items():
+                statement = statement.replace(f":{name}", str(int(value)))
+            with self.adbc.cursor() as cursor:
+                cursor.execute(statement)
+                table = cursor.fetch_arrow_table()
+            result = pl.from_arrow(table)
+            assert isinstance(result, pl.DataFrame)
+            return _conform(result, schema)
+        read_schema = {n: (pl.String if t == pl.Boolean else t) for n, t in schema.items()}
+        return _conform(read_frame(self.connection, sql, params, read_schema), schema)
+
+    def close(self) -> None:
+        if self.adbc is not None:
+            self.adbc.close()
+
+
+def _identity_link_select(connection: Connection) -> tuple[str, str]:
+    """The join that brings `person_id` in, or a null column while identity_link is absent
+    (migration 0002 creates it; the views must work on a store from before it)."""
+    inspector = sa.inspect(connection)
+    if not inspector.has_table("identity_link"):
+        return "CAST(NULL AS BIGINT) AS person_id", ""
+    columns = {c["name"] for c in inspector.get_columns("identity_link")}
+    if not {"source_identity_id", "person_id"} <= columns:
+        log.warning("identity_link has no source_identity_id/person_id columns; person_id is null")
+        return "CAST(NULL AS BIGINT) AS person_id", ""
+    # MIN: one person per source record even if the table keeps superseded links.
+    return ("il.person_id AS person_id",
+            "LEFT JOIN (SELECT source_identity_id, MIN(person_id) AS person_id FROM identity_link "
+            "GROUP BY source_identity_id) il ON il.source_identity_id = p.source_identity_id")
+
+
+def newest_feed_ids(engine: Engine) -> tuple[int, int]:
+    """(newest loaded feed id, newest feed id of any status); 0 when there is none."""
+    with engine.connect() as connection:
+        row = connection.execute(sa.text(
+            "SELECT COALESCE(MAX(CASE WHEN status = 'loaded' THEN id END), 0), COALESCE(MAX(id), 0) "
+            "FROM feed"
+        )).one()
+    return int(row[0]), int(row[1])
+
+
+def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> Snapshot:
+    """Read the snapshot from the store now (no cache). Use `load_snapshot` in services."""
+    import time
+
+    started = time.perf_counter()
+    # REPEATABLE READ (PostgreSQL): every frame comes from the same committed state even while
+    # a provider's load commits mid-read. SQLite's read transaction gives the same.
+    options: dict[str, Any] = ({"isolation_level": "REPEATABLE READ"}
+                               if engine.dialect.name == "postgresql" else {})
+    with engine.connect().execution_options(**options) as connection, connection.begin():
+        version = int(connection.execute(sa.text(
+            "SELECT COALESCE(MAX(id), 0) FROM feed WHERE status = 'loaded'")).scalar_one())
+        person_column, person_join = _identity_link_select(connection)
+        reader = _Reader(engine, connection)
+        try:
+            if reader.adbc is not None and engine.dialect.name == "postgresql":
+                # The ADBC session must see the same data: pin it to this transaction's snapshot.
+                snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+                with reader.adbc.cursor() as cursor:
+                    cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+            current = reader.frame(
+                "SELECT " + ", ".join(f"p.{c}" for c in _PATHWAY_COLUMNS) + f", {person_column}, "
+                "CASE WHEN si.nhs_number IS NULL THEN 0 ELSE 1 END AS has_nhs_number, "
+                "CASE WHEN si.postcode IS NULL THEN 0 ELSE 1 END AS has_postcode "
+                "FROM pathway p JOIN current_snapshot cs ON cs.feed_id = p.feed_id "
+                "LEFT JOIN source_identity si ON si.id = p.source_identity_id "
+                f"{person_join}",
+                CURRENT_SCHEMA,
+            )
+            older = reader.frame(
+                "WITH per_census AS ("
+                " SELECT provider_code, census_date, MAX(id) AS feed_id FROM feed"
+                " WHERE status = 'loaded' GROUP BY provider_code, census_date),"
+                " ranked AS ("
+                " SELECT pc.feed_id, ROW_NUMBER() OVER (PARTITION BY pc.provider_code"
+                " ORDER BY pc.census_date DESC) AS census_age"
+                " FROM per_census pc JOIN current_snapshot cs ON cs.provider_code = pc.provider_code"
+                " AND pc.census_date < cs.census_date) "
+                "SELECT " + ", ".join(f"p.{c}" for c in HISTORY_SCHEMA) + " FROM pathway p"
+                " JOIN ranked r ON r.feed_id = p.feed_id WHERE r.census_age < :censuses",
+                HISTORY_SCHEMA,
+                {"censuses": history_censuses},
+            )
+            feeds = reader.frame(
+                "SELECT f.id, f.provider_code, f.census_date, f.status, f.source, f.rows_read,"
+                " f.rows_loaded, f.rows_rejected, f.rows_warned, CAST(f.received_at AS VARCHAR(40))"
+                " AS received_at, CASE WHEN cs.feed_id IS NULL THEN 0 ELSE 1 END AS is_current"
+                " FROM feed f LEFT JOIN current_snapshot cs ON cs.feed_id = f.id",
+                FEED_SCHEMA,
+            )
+            issues = reader.frame(
+                "SELECT ri.feed_id, cs.provider_code, cs.census_date, ri.row_number, ri.column_name,"
+                " ri.kind, ri.reason, ri.raw_value FROM row_issue ri"
+                " JOIN current_snapshot cs ON cs.feed_id = ri.feed_id WHERE ri.severity = 'rejected'",
+                ISSUE_SCHEMA,
+            )
+            identity_review = _identity_review(connection)
+        finally:
+            reader.close()
+    # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
+    # every later group-by, join and sort slower.
+    current = current.rechunk()
+    history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
+    return Snapshot(
+        version=version,
+        current=current,
+        history=history,
+        feeds=feeds,
+        issues=issues,
+        identity_review=identity_review,
+        loaded_seconds=time.perf_counter() - started,
+    )
+
+
+def _identity_review(connection: Connection) -> pl.DataFrame | None:
+    """The identity review list (migration 0002) without identifying values; None if absent."""
+    inspector = sa.inspect(connection)
+    if not inspector.has_table("identity_review"):
+        return None
+    names = [c["name"] for c in inspector.get_columns("identity_review")
+             if c["name"] not in IDENTIFIABLE_COLUMNS]
+    if not names:
+        return None
+    quoted = ", ".join(f'"{n}"' for n in names)
+    return read_frame(connection, f"SELECT {quoted} FROM identity_review")
+
+
+# --- the process-level cache -------------------------------------------------------------------
+
+_cache: dict[str, tuple[tuple[int, int], Snapshot]] = {}
+_cache_lock = threading.Lock()
+_build_locks: dict[str, threading.Lock] = {}
+
+
+def _store_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def load_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> Snapshot:
+    """The snapshot of the store's current data version, rebuilt once per version.
+
+    Each call costs one small query (the newest feed ids). The snapshot is rebuilt when a feed
+    has been loaded (its `version` changes) or refused (feeds and rejection shares change);
+    concurrent callers wait for one rebuild rather than each reading the store.
+    """
+    key = _store_key(engine)
+    ids = newest_feed_ids(engine)
+    cached = _cache.get(key)
+    if cached is not None and cached[0] == ids:
+        return cached[1]
+    with _cache_lock:
+        build_lock = _build_locks.setdefault(key, threading.Lock())
+    with build_lock:
+        cached = _cache.get(key)
+        if cached is not None and cached[0] == ids:
+            return cached[1]
+        snapshot = read_snapshot(engine, history_censuses)
+        # Keyed by what was true before reading: a feed landing mid-read triggers a re-read next call.
+        _cache[key] = (ids, snapshot)
+        log.info("analytics snapshot rebuilt: version %d, %d current pathways, %d history rows, %.2f s",
+                 snapshot.version, snapshot.current.height, snapshot.history.height,
+                 snapshot.loaded_seconds)
+        return snapshot
+
+
+def invalidate_snapshot(engine: Engine | None = None) -> None:
+    """Drop the cached snapshot (of one store, or all): call after re-linking identities, which
+    changes `person_id` without loading a feed."""
+    with _cache_lock:
+        if engine is None:
+            _cache.clear()
+        else:
+            _cache.pop(_store_key(engine), None)
+
+
+def census_today() -> dt.date:
+    """Today's date, the reference for staleness (a function so tests can pass their own)."""
+    return dt.date.today()
+
+
+# --- results derived from one frame --------------------------------------------------------
+
+_frame_memo: dict[tuple[int, str], tuple[weakref.ref[pl.DataFrame], Any]] = {}
+_frame_memo_lock = threading.Lock()
+
+
+def once_per_frame(frame: pl.DataFrame, name: str, compute: Callable[[], T]) -> T:
+    """`compute()` once per (frame object, name): the duplicate groups of a snapshot's
+    `current`, say, are needed by the queue, equity, equalisation and the worklists, and
+    frames are immutable. Entries go when their frame is garbage-collected."""
+    key = (id(frame), name)
+    entry = _frame_memo.get(key)
+    if entry is not None and entry[0]() is frame:
+        return entry[1]  # type: ignore[no-any-return]
+    value = compute()
+
+    def forget(_ref: weakref.ref[pl.DataFrame]) -> None:
+        _frame_memo.pop(key, None)
+
+    with _frame_memo_lock:
+        _frame_memo[key] = (weakref.ref(frame, forget), value)
+    return value
