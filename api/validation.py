@@ -103,7 +103,15 @@ class ValidationController(Controller):
             items = self._reviews(rows, client)
             total = items.height
             items = items if csv else items.slice(offset, limit)
-            if client.role == "icb" and items.height and "evidence" in items.columns:
+            if client.role == "icb" and items.height:
+                # Evidence names records (provider, local id): it stays out of the analytics
+                # snapshot and is read from the identifiable tier for the ICB only, audited.
+                from ptl.identity import review_items
+
+                with context.engine.connect() as connection:
+                    evidence = review_items(connection).select("id", "evidence")
+                items = items.drop("evidence", strict=False).join(evidence, on="id", how="left",
+                                                                  maintain_order="left")
                 context.audit(request, rows=items.height)
         else:
             total = rows.height

@@ -52,7 +52,7 @@ FILTER_DEPENDENCIES = {"filters": Provide(view_filter, sync_to_thread=False)}
 
 def cached_view(context: ApiContext, snapshot: Snapshot, key: Hashable, compute: Callable[[], T]) -> T:
     """`compute()` once per data version and key (bounded LRU; dropped when a feed loads)."""
-    return context.results.get_or_compute(snapshot.version, key, compute)
+    return context.results.get_or_compute((snapshot.version, snapshot.link_version), key, compute)
 
 
 def with_record_columns(snapshot: Snapshot, rows: pl.DataFrame) -> pl.DataFrame:

@@ -158,6 +158,8 @@ class Snapshot:
     current: pl.DataFrame
     history: pl.DataFrame
     feeds: pl.DataFrame = field(default_factory=lambda: _empty(FEED_SCHEMA))
+    #: newest identity-linking run seen: re-linking changes person ids without a new feed
+    link_version: int = 0
     issues: pl.DataFrame = field(default_factory=lambda: _empty(ISSUE_SCHEMA))
     identity_review: pl.DataFrame | None = None
     loaded_seconds: float = 0.0
@@ -265,14 +267,15 @@ def _identity_link_select(connection: Connection) -> tuple[str, str]:
             "GROUP BY source_identity_id) il ON il.source_identity_id = p.source_identity_id")
 
 
-def newest_feed_ids(engine: Engine) -> tuple[int, int]:
-    """(newest loaded feed id, newest feed id of any status); 0 when there is none."""
+def newest_feed_ids(engine: Engine) -> tuple[int, int, int]:
+    """(newest loaded feed id, newest feed id of any status, newest identity-linking run id);
+    0 when there is none. Any of them moving on means the snapshot is out of date."""
     with engine.connect() as connection:
         row = connection.execute(sa.text(
-            "SELECT COALESCE(MAX(CASE WHEN status = 'loaded' THEN id END), 0), COALESCE(MAX(id), 0) "
-            "FROM feed"
+            "SELECT COALESCE(MAX(CASE WHEN status = 'loaded' THEN id END), 0), COALESCE(MAX(id), 0), "
+            "(SELECT COALESCE(MAX(id), 0) FROM link_run) FROM feed"
         )).one()
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> Snapshot:
@@ -287,6 +290,8 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
     with engine.connect().execution_options(**options) as connection, connection.begin():
         version = int(connection.execute(sa.text(
             "SELECT COALESCE(MAX(id), 0) FROM feed WHERE status = 'loaded'")).scalar_one())
+        link_version = int(connection.execute(sa.text(
+            "SELECT COALESCE(MAX(id), 0) FROM link_run")).scalar_one())
         person_column, person_join = _identity_link_select(connection)
         reader = _Reader(engine, connection)
         try:
@@ -341,6 +346,7 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
     history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
     return Snapshot(
         version=version,
+        link_version=link_version,
         current=current,
         history=history,
         feeds=feeds,
@@ -355,8 +361,9 @@ def _identity_review(connection: Connection) -> pl.DataFrame | None:
     inspector = sa.inspect(connection)
     if not inspector.has_table("identity_review"):
         return None
+    # `evidence` names the records (provider and local patient id): identifiable tier only.
     names = [c["name"] for c in inspector.get_columns("identity_review")
-             if c["name"] not in IDENTIFIABLE_COLUMNS]
+             if c["name"] not in IDENTIFIABLE_COLUMNS and c["name"] != "evidence"]
     if not names:
         return None
     quoted = ", ".join(f'"{n}"' for n in names)
@@ -365,7 +372,7 @@ def _identity_review(connection: Connection) -> pl.DataFrame | None:
 
 # --- the process-level cache -------------------------------------------------------------------
 
-_cache: dict[str, tuple[tuple[int, int], Snapshot]] = {}
+_cache: dict[str, tuple[tuple[int, int, int], Snapshot]] = {}
 _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
