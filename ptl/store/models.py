@@ -190,7 +190,8 @@ class Pathway(Base):
     __table_args__ = (Index("ix_pathway_feed_id", "feed_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id", ondelete="CASCADE"))
+    # The feed (no foreign key: see migration 0001; written in the feed's own transaction).
+    feed_id: Mapped[int] = mapped_column(BigInteger)
     provider_code: Mapped[str] = mapped_column(String(12))
     census_date: Mapped[dt.date] = mapped_column(Date)
     source_identity_id: Mapped[int] = mapped_column(BigInteger)
