@@ -12,7 +12,7 @@ Jobs (all in Europe/London, rebuilt from the sources file at every start and on 
 - `housekeeping`, nightly at `[scheduler] housekeeping_at` (default 02:30, outside the hour
   that the clock changes skip or repeat). `misfire_grace_time` = 6 h: a scheduler that becomes
   active at 05:00 still does last night's housekeeping; later than that it waits a day.
-- Post-load hooks (identity linking, cache refresh) run after any poll that loaded a feed,
+- Post-load hooks (identity linking) run after any poll that loaded a feed,
   through `PostLoadQueue`: at most one run at a time and no request lost.
 
 The job store is in memory on purpose: everything a job needs comes from the sources file, and

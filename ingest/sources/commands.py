@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                       help="poll each source one time, synchronously, print what happened and exit")
     poll.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
     poll.add_argument("--no-hooks", action="store_true",
-                      help="do not run identity linking / cache refresh after loads")
+                      help="do not run identity linking after loads")
     poll.add_argument("--json", action="store_true", help="print one JSON object")
     poll.set_defaults(handler=_poll)
 

@@ -1,4 +1,4 @@
-"""Post-load hooks: work that runs after new feeds are loaded (identity linking, cache refresh).
+"""Post-load hooks: work that runs after new feeds are loaded (identity linking; others may be registered).
 
 A hook is registered by name with a `"module:function"` target called as
 `function(engine, settings)`. Targets are imported when the hook runs, not when it is
@@ -33,10 +33,11 @@ class PostLoadHook:
     target: str  # "package.module:function", called as function(engine, settings)
 
 
-#: Identity linking first (new source identities → persons), then caches that depend on it.
+#: Identity linking (new source identities → persons). No cache refresh is needed here: the
+#: API's caches live in the API processes and key on the newest feed and linking run, so they
+#: rebuild on their next request after a load or a re-link.
 DEFAULT_HOOKS: tuple[PostLoadHook, ...] = (
     PostLoadHook("identity linking", "ptl.identity:link"),
-    PostLoadHook("cache refresh", "ptl.views.cache:refresh"),
 )
 
 _hooks: list[PostLoadHook] = list(DEFAULT_HOOKS)
