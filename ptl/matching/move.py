@@ -80,3 +80,36 @@ def link_moved_pathways(current: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFr
             .with_columns((pl.col("rtt_start_date") == pl.col("original_clock_start")).fill_null(False)
                           .alias("clock_start_kept"))
             .select(list(LINK_SCHEMA)).cast(dict(LINK_SCHEMA)).sort("id", "move_id"))  # type: ignore[arg-type]
+
+
+def continue_moved_waits(current: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+    """The current pathways with completed moves applied, as the RTT rules count them.
+
+    A receiving provider's pathway of a move keeps the **original** clock start (its wait
+    continues, whatever start it reported: a different one is its validation item), and the
+    sending provider's stale copy is dropped once the receiving provider lists the pathway, so
+    the need is counted once. Until then the sending copy stands: nobody drops off the list.
+    `current` needs the `link_moved_pathways` columns plus `census_date`, `is_rtt`,
+    `days_waited` and `week_band`.
+    """
+    links = link_moved_pathways(current, moves)
+    if links.height == 0:
+        return current
+    from ptl import rtt
+
+    received = links.filter(pl.col("role") == "moved_in")
+    original = received.group_by("id").agg(pl.col("original_clock_start").min().alias("__original"))
+    stale = links.filter((pl.col("role") == "moved_out")
+                         & pl.col("move_id").is_in(received.get_column("move_id").implode()))
+    start = pl.coalesce("__original", "rtt_start_date")
+    days = rtt.days_waited_expr(pl.col("census_date"), pl.col("rtt_start_date"))
+    return (
+        current.filter(~pl.col("id").is_in(stale.get_column("id").implode()))
+        .join(original, on="id", how="left", maintain_order="left")
+        .with_columns(start.alias("rtt_start_date"))
+        .with_columns(pl.when(pl.col("is_rtt")).then(days).otherwise(pl.col("days_waited"))
+                      .cast(current.schema["days_waited"]).alias("days_waited"))
+        .with_columns(rtt.week_band_expr(pl.col("days_waited")).cast(current.schema["week_band"])
+                      .alias("week_band"))
+        .drop("__original")
+    )

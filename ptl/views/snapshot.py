@@ -33,6 +33,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from ptl.matching.move import MOVE_SCHEMA, continue_moved_waits
 from ptl.store.bulk import read_frame
 
 log = logging.getLogger(__name__)
@@ -338,8 +339,17 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
                 ISSUE_SCHEMA,
             )
             identity_review = _identity_review(connection)
+            moves = read_frame(
+                connection,
+                "SELECT id AS move_id, transfer_id, person_id, treatment_function_code, "
+                "original_clock_start, from_provider_code, from_pathway_id, from_pathway_id_issuer, "
+                "to_provider_code, to_site_code FROM pathway_move",
+                schema=dict(MOVE_SCHEMA),
+            )
         finally:
             reader.close()
+    # Completed mutual-aid moves: the receiving provider's pathway continues the original wait.
+    current = continue_moved_waits(current, moves)
     # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
     # every later group-by, join and sort slower.
     current = current.rechunk()
