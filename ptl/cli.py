@@ -50,8 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     user_errors = _user_error_types()
+    from sqlalchemy.exc import OperationalError
+
     try:
         return int(args.handler(args, settings) or 0)
+    except OperationalError as exc:
+        # The store is down or misconfigured: say which store (no password) and why, briefly.
+        from sqlalchemy.engine import make_url
+
+        store = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        print(f"ptl {args.command}: cannot use the store {store}: {reason}", file=sys.stderr)
+        return 2
     except user_errors as exc:
         print(f"ptl {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -64,14 +74,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from ingest.errors import IngestError
     from ptl.refdata.provenance import RefdataError
 
-    errors: list[type[BaseException]] = [CommandError, IngestError, RefdataError, FileNotFoundError]
-    try:
-        from sqlalchemy.exc import OperationalError
-
-        errors.append(OperationalError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (CommandError, IngestError, RefdataError, FileNotFoundError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -116,3 +116,18 @@ def test_kill_9_during_a_load_leaves_the_previous_snapshot_exactly(cli_store: st
     # The store is usable afterwards: the same file loads cleanly.
     small = write_csv(tmp_path / "w3.csv", [good_row(n, census_date="2024-07-07") for n in range(1, 4)])
     assert main(["ingest", str(small), "--provider", "RXX", "--profile", "canonical"]) == 0
+
+
+def test_an_unreachable_store_is_one_line_without_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PTL_DATABASE_URL", f"postgresql+psycopg://ptl:s3cret@127.0.0.1:{port}/ptl")
+    assert main(["feeds", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ptl feeds: cannot use the store postgresql+psycopg://ptl:***@127.0.0.1:{port}/ptl")
+    assert "s3cret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
