@@ -96,9 +96,10 @@ def _group_reasons(memberships: pl.DataFrame) -> pl.DataFrame:
 
 def duplicate_pathways_by_rule(current: pl.DataFrame) -> pl.DataFrame:
     """This module's rule (see the module docstring) over open RTT pathways."""
-    frame = current.filter(open_rtt_expr()).select(
+    frame = current.select(
         "id", "provider_code", "pathway_id_issuer", "pathway_id", "person_id",
-        "treatment_function_code", "rtt_start_date", "days_waited")
+        "treatment_function_code", "rtt_start_date", "days_waited", "is_rtt", "rtt_status",
+    ).filter(open_rtt_expr()).drop("is_rtt", "rtt_status")
     key = ("pathway_id_issuer", "pathway_id")
     person = ("person_id", "treatment_function_code")
     # A link counts only when its members sit at two or more providers.
@@ -140,12 +141,15 @@ def _conform(found: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame | None:
     if group is None or "id" not in found.columns:
         return None
     reason = pl.col("reason").cast(pl.String) if "reason" in found.columns else pl.lit("duplicate")
-    open_ids = current.filter(open_rtt_expr()).select("id")
+    # Narrow before filtering: filtering copies every column it keeps.
+    open_rows = current.select("id", "provider_code", "rtt_start_date", "days_waited", "is_rtt",
+                               "rtt_status").filter(open_rtt_expr())
+    open_ids = open_rows.select("id")
     memberships = found.select(pl.col("id").cast(pl.Int64), pl.col(group).cast(pl.String).alias("link"),
                                reason.alias("reason")).join(open_ids, on="id", how="semi")
     # A group left with one open pathway links nothing.
     memberships = memberships.filter(pl.len().over("link") > 1)
-    return _from_memberships(memberships, current.filter(open_rtt_expr()))
+    return _from_memberships(memberships, open_rows)
 
 
 def duplicate_pathways(current: pl.DataFrame) -> pl.DataFrame:

@@ -46,7 +46,7 @@ from ptl import rtt
 from ptl.views.duplicates import open_rtt_expr
 from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
 from ptl.views.queue import open_needs
-from ptl.views.waits import wait_measures
+from ptl.views.waits import measures_from_bands
 
 EquityDimension = Literal["imd_quintile", "ethnic_group", "ethnic_category", "age_band", "sex",
                           "learning_disability"]
@@ -152,17 +152,32 @@ def _with_rate_ratio(measures: pl.DataFrame, by_keys: list[str], reference: str)
 
 def _population(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
     """Open RTT pathways, one per need, meeting the filter."""
-    needs = open_needs(current)
-    # Narrow to what equity reads before filtering (a filter copies every column it keeps).
-    read = [c for c in needs.columns if c in (*FILTER_COLUMNS, *REFERENCE_GROUPS, "days_waited",
-                                               "week_band", "imd_quintile")]
-    return filters.apply(needs.select(read))
+    from ptl.views.snapshot import once_per_frame
+
+    def narrow() -> pl.DataFrame:
+        needs = open_needs(current)
+        # Narrow to what equity reads before filtering (a filter copies every column it keeps).
+        read = [c for c in needs.columns if c in (*FILTER_COLUMNS, *REFERENCE_GROUPS,
+                                                   "days_waited", "week_band", "imd_quintile")]
+        return needs.select(read)
+
+    # The narrowed needs once per frame (every dimension and the headline read them).
+    return filters.apply(once_per_frame(current, "equity_population", narrow))
 
 
 def group_table(frame: pl.DataFrame, by: str, partition: Sequence[str] = ()) -> pl.DataFrame:
     """Per group (and partition, e.g. census_date): `EQUITY_COLUMNS` over open pathways."""
     keys = [*partition, "group"]
-    measures = wait_measures(frame.with_columns(group_expr(by)), keys)
+    # Count per raw value and week band first (few groups), then fold values into `group`:
+    # the text labels are built for a few hundred rows, not for every pathway.
+    fine = (
+        frame.group_by([*partition, by, "week_band"])
+        .agg(pl.len().cast(pl.Int64).alias("f"), pl.col("days_waited").cast(pl.Int64).sum().alias("days"))
+        .with_columns(group_expr(by))
+        .group_by([*keys, "week_band"])
+        .agg(pl.col("f").sum(), pl.col("days").sum())
+    )
+    measures = measures_from_bands(fine, keys)
     total = pl.col("open_pathways").sum().over(list(partition)) if partition else pl.col("open_pathways").sum()
     measures = measures.with_columns(
         (pl.col("open_pathways") / total).alias("share"),
@@ -176,6 +191,13 @@ def group_table(frame: pl.DataFrame, by: str, partition: Sequence[str] = ()) -> 
 def headline(current: pl.DataFrame, filters: ViewFilter = NO_FILTER) -> pl.DataFrame:
     """Over-52-week rate ratio, IMD quintile 1 (most deprived) vs 5 (least), for the system
     (`scope` = "system") and each provider (`scope` = its code). Columns `HEADLINE_COLUMNS`."""
+    from ptl.views.snapshot import once_per_frame
+
+    # The same for every dimension: computed once per `current` frame and filter.
+    return once_per_frame(current, f"equity_headline:{filters!r}", lambda: _headline(current, filters))
+
+
+def _headline(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
     population = _population(current, filters).filter(pl.col("days_waited").is_not_null())
     over = rtt.over_weeks_expr(pl.col("days_waited"), 52)
     per_provider = population.group_by("provider_code").agg(
@@ -215,10 +237,7 @@ def equity(current: pl.DataFrame, by: EquityDimension | str, filters: ViewFilter
     total = int(groups["open_pathways"].sum())
     trend = None
     if trend_history is not None:
-        history = trend_history.select(
-            *FILTER_COLUMNS, "census_date", by, "days_waited", "week_band", "is_rtt", "rtt_status"
-        ).filter(open_rtt_expr() & filters.expr())
-        trend = group_table(history, by, ("census_date",)).sort(
+        trend = group_table(_trend_rows(trend_history, filters), by, ("census_date",)).sort(
             "census_date", pl.col("group") == UNKNOWN, "group")
     return EquityResult(
         by=by,
@@ -228,6 +247,19 @@ def equity(current: pl.DataFrame, by: EquityDimension | str, filters: ViewFilter
         trend=trend,
         headline=headline(current, filters),
     )
+
+
+def _trend_rows(history: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
+    """Open RTT history rows meeting the filter, with every dimension's column (the open rows
+    once per history frame: each dimension's trend reads them)."""
+    from ptl.views.snapshot import once_per_frame
+
+    def build() -> pl.DataFrame:
+        columns = [c for c in (*FILTER_COLUMNS, "census_date", *REFERENCE_GROUPS, "days_waited",
+                               "week_band", "is_rtt", "rtt_status") if c in history.columns]
+        return history.select(columns).filter(open_rtt_expr())
+
+    return filters.apply(once_per_frame(history, "equity_trend_rows", build))
 
 
 def suppress(frame: pl.DataFrame, count_columns: Sequence[str], threshold: int,

@@ -71,35 +71,99 @@ _PATHWAY_KEY: Final[list[str]] = ["provider_code", "pathway_id_issuer", "pathway
 
 
 def census_transitions(history: pl.DataFrame) -> pl.DataFrame:
-    """Every history row with its provider's census sequence (`seq`, 1 = oldest; `last_seq`,
-    `history_weeks`) and the same pathway's columns at the previous (`prev_…`) and next
-    (`next_…`) census, null when it was not there. Built once per history frame, so each
-    filter's additions and removals are a scan, not a join."""
+    """The open RTT rows of the history, each with its provider's census sequence (`seq`,
+    1 = oldest; `last_seq`, `history_weeks`), whether it is on the capacity queue there
+    (`capacity`), and the same pathway's filter columns at the previous (`prev_…`) and next
+    (`next_…`) census with `prev_capacity` / `next_capacity`: there and on the capacity queue
+    (False when it was not there). Built once per history frame, so each filter's additions
+    and removals are a scan, not a join.
+
+    Neighbours are found by sorting on a 64-bit hash of the pathway key and census and
+    comparing each row with the rows beside it (exact: the keys themselves are compared). If
+    two keys share a hash, or a key appears twice in one census, the exact join is used."""
     from ptl.views.snapshot import once_per_frame
 
     def build() -> pl.DataFrame:
-        censuses = (
-            history.select("provider_code", "census_date").unique()
-            .with_columns(pl.col("census_date").rank("dense").over("provider_code").cast(pl.Int32)
-                          .alias("seq"))
+        provider = "provider_code"
+        rows = (
+            history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS)
             .with_columns(
-                pl.col("seq").max().over("provider_code").alias("last_seq"),
+                pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
                 ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days() / 7)
-                .over("provider_code").alias("history_weeks"),
+                .over(provider).alias("history_weeks"),
+                pl.struct(_PATHWAY_KEY).hash().alias("__key"),
+                capacity_expr().alias("capacity"),
+                open_rtt_expr().alias("__open"),
             )
+            .with_columns(pl.col("seq").max().over(provider).alias("last_seq"))
+            # Only what the flows read goes through the sort.
+            .select(*_PATHWAY_KEY, *_FILTERED_NEIGHBOUR, "seq", "last_seq", "history_weeks",
+                    "capacity", "__open", "__key")
+            .sort("__key", "seq")
         )
-        rows = history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS).join(
-            censuses, on=["provider_code", "census_date"])
+        key_known = pl.all_horizontal([pl.col(c).is_not_null() for c in _PATHWAY_KEY])
+        clash = rows.select(
+            ((pl.col("__key") == pl.col("__key").shift(1))
+             & (pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in _PATHWAY_KEY])
+                | (pl.col("seq") == pl.col("seq").shift(1)))).any()
+        ).item()
+        if clash:
+            return _transitions_by_join(
+                history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS).with_columns(
+                    pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
+                    ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days()
+                     / 7).over(provider).alias("history_weeks"),
+                ).with_columns(pl.col("seq").max().over(provider).alias("last_seq")))
 
-        def neighbour(shift: int, prefix: str) -> pl.DataFrame:
-            return rows.select(*_PATHWAY_KEY, (pl.col("seq") + shift).alias("seq"),
-                               pl.lit(True).alias(prefix + "present"),
-                               *[pl.col(c).alias(prefix + c) for c in _TRANSITION_COLUMNS])
+        def neighbour(shift: int, prefix: str) -> list[pl.Expr]:
+            # The row beside this one in (key, census) order is the same pathway one census away.
+            there = ((pl.col("__key").shift(shift) == pl.col("__key"))
+                     & (pl.col("seq").shift(shift) == pl.col("seq") - shift)
+                     & key_known).fill_null(False)
+            return [(there & pl.col("capacity").shift(shift)).fill_null(False).alias(prefix + "capacity"),
+                    *[pl.when(there).then(pl.col(c).shift(shift)).alias(prefix + c)
+                      for c in _FILTERED_NEIGHBOUR]]
 
-        return (rows.join(neighbour(1, "prev_"), on=[*_PATHWAY_KEY, "seq"], how="left")
-                .join(neighbour(-1, "next_"), on=[*_PATHWAY_KEY, "seq"], how="left"))
+        return (rows.with_columns(*neighbour(1, "prev_"), *neighbour(-1, "next_"))
+                .filter(pl.col("__open"))
+                .select(_TRANSITIONS_OUT))
 
     return once_per_frame(history, "census_transitions", build)
+
+
+def _transitions_by_join(rows: pl.DataFrame) -> pl.DataFrame:
+    """`census_transitions` by joining each row to its neighbours on the pathway key (exact
+    for any input; slower)."""
+    def neighbour(shift: int, prefix: str) -> pl.DataFrame:
+        return rows.select(*_PATHWAY_KEY, (pl.col("seq") + shift).alias("seq"),
+                           pl.lit(True).alias(prefix + "present"),
+                           *[pl.col(c).alias(prefix + c) for c in _TRANSITION_COLUMNS])
+
+    joined = (rows.join(neighbour(1, "prev_"), on=[*_PATHWAY_KEY, "seq"], how="left")
+              .join(neighbour(-1, "next_"), on=[*_PATHWAY_KEY, "seq"], how="left"))
+    return _finish(joined.with_columns(pl.col("prev_present", "next_present").fill_null(False)))
+
+
+#: Neighbour columns a filter can read (the rest are folded into `prev_/next_capacity`).
+_FILTERED_NEIGHBOUR: Final[tuple[str, ...]] = (
+    "site_code", "treatment_function_code", "procedure_code", "waiting_list_type",
+    "clinical_priority",
+)
+
+
+_TRANSITIONS_OUT: Final[list[str]] = [
+    *_PATHWAY_KEY, *_FILTERED_NEIGHBOUR, "seq", "last_seq", "history_weeks",
+    "capacity", *[p + c for p in ("prev_", "next_") for c in (*_FILTERED_NEIGHBOUR, "capacity")],
+]
+
+
+def _finish(rows: pl.DataFrame) -> pl.DataFrame:
+    """Capacity flags, then only the open RTT rows (the only ones any flow counts)."""
+    return rows.with_columns(
+        capacity_expr().alias("capacity"),
+        *[(pl.col(p + "present") & capacity_expr(p)).fill_null(False).alias(p + "capacity")
+          for p in ("prev_", "next_")],
+    ).filter(open_rtt_expr()).select(_TRANSITIONS_OUT)
 
 
 def weekly_flows(history: pl.DataFrame, filters: ViewFilter = NO_FILTER,
@@ -114,25 +178,29 @@ def weekly_flows(history: pl.DataFrame, filters: ViewFilter = NO_FILTER,
     group = list(by)
     if "provider_code" not in group:
         raise ValueError("weekly flows are measured per provider census: group by provider_code")
-    # The rows meeting the filter at their own census.
-    rows = filters.apply(census_transitions(history))
+    from ptl.views.snapshot import once_per_frame
 
+    return once_per_frame(history, f"weekly_flows:{filters!r}:{group!r}",
+                          lambda: _weekly_flows(history, filters, group))
+
+
+def _weekly_flows(history: pl.DataFrame, filters: ViewFilter, group: list[str]) -> pl.DataFrame:
     def counted(prefix: str) -> pl.Expr:
-        present = pl.col(prefix + "present").fill_null(False)
-        return present & capacity_expr(prefix) & filters.expr(prefix=prefix)
+        return pl.col(prefix + "capacity") & filters.expr(prefix=prefix)
 
-    events = rows.filter(capacity_expr()).group_by(group).agg(
-        ((pl.col("seq") > 1) & ~counted("prev_")).sum().cast(pl.Int64).alias("additions"),
-        ((pl.col("seq") < pl.col("last_seq")) & ~counted("next_")).sum().cast(pl.Int64)
-        .alias("removals"),
-    )
-    # Every group with an open pathway in some census gets a rate (0 when nothing moved), not
-    # only those on the capacity queue.
-    groups = rows.filter(open_rtt_expr()).group_by(group).agg(
-        pl.col("history_weeks").first())
+    # Every group with an open pathway meeting the filter in some census gets a rate (0 when
+    # nothing moved), not only those on the capacity queue.
     return (
-        groups.join(events, on=group, how="left", nulls_equal=True)
-        .with_columns(pl.col("additions", "removals").fill_null(0))
+        census_transitions(history).lazy()
+        .filter(filters.expr())
+        .group_by(group)
+        .agg(
+            pl.col("history_weeks").first(),
+            (pl.col("capacity") & (pl.col("seq") > 1) & ~counted("prev_")).sum().cast(pl.Int64)
+            .alias("additions"),
+            (pl.col("capacity") & (pl.col("seq") < pl.col("last_seq")) & ~counted("next_")).sum()
+            .cast(pl.Int64).alias("removals"),
+        )
         .with_columns(
             pl.when(pl.col("history_weeks") > 0).then(pl.col("additions") / pl.col("history_weeks"))
             .alias("weekly_additions"),
@@ -141,6 +209,7 @@ def weekly_flows(history: pl.DataFrame, filters: ViewFilter = NO_FILTER,
         )
         .select(*group, "additions", "removals", "history_weeks", "weekly_additions",
                 "weekly_removals")
+        .collect()
     )
 
 
@@ -160,6 +229,16 @@ def queue_arithmetic(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _open_rows(current: pl.DataFrame) -> pl.DataFrame:
+    """The open RTT pathways, narrowed to what the measures and a filter read (once per
+    frame: every site statistic and equalisation filters these)."""
+    from ptl.views.snapshot import once_per_frame
+
+    return once_per_frame(current, "site_open_rows", lambda: current.select(
+        *FILTER_COLUMNS, "days_waited", "week_band", "is_rtt", "rtt_status",
+    ).filter(open_rtt_expr()))
+
+
 def site_stats(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
                by: Sequence[str] = SITE_KEYS) -> pl.DataFrame:
     """Per provider and site (or per `by`: `("provider_code",)` per provider, `()` the whole
@@ -171,11 +250,8 @@ def site_stats(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
     # The whole system is one group: a constant key keeps a single code path.
     group = keys or [_SYSTEM]
     # Only the columns the measures and the filter read go through the filter.
-    open_rows = (
-        snapshot.current.select(*FILTER_COLUMNS, "days_waited", "week_band", "is_rtt", "rtt_status")
-        .filter(open_rtt_expr() & filters.expr())
-        .with_columns(pl.lit("system").alias(_SYSTEM))
-    )
+    open_rows = filters.apply(_open_rows(snapshot.current)).with_columns(
+        pl.lit("system").alias(_SYSTEM))
     measures = wait_measures(open_rows, group)
     capacity_queue = (open_rows.filter(capacity_expr()).group_by(group)
                       .agg(pl.len().cast(pl.Int64).alias("capacity_queue")))

@@ -28,7 +28,7 @@ import polars as pl
 
 from ptl import codes
 from ptl.views.duplicates import duplicate_pathways, open_rtt_expr
-from ptl.views.filters import NO_FILTER, ViewFilter
+from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
 from ptl.views.snapshot import Snapshot
 
 WORKLIST_KINDS: Final[tuple[str, ...]] = (
@@ -52,6 +52,12 @@ _PATHWAY_FIELDS: Final[tuple[str, ...]] = (
     "pathway_id", "person_id", "treatment_function_code", "waiting_list_type", "rtt_status",
     "rtt_start_date", "days_waited", "week_band", "clinical_priority", "last_validated_date",
 )
+
+
+def _narrow(current: pl.DataFrame) -> pl.DataFrame:
+    """The columns a pathway worklist shows or filters on (filtering a narrow frame is several
+    times cheaper than filtering every column)."""
+    return current.select(list(dict.fromkeys((*_PATHWAY_FIELDS, *FILTER_COLUMNS, "is_rtt"))))
 
 
 def _pathway_rows(frame: pl.DataFrame, issue: pl.Expr, **extra: pl.Expr) -> pl.DataFrame:
@@ -151,8 +157,8 @@ def not_validated_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) 
            | (pl.col("last_validated_date")
               < pl.col("census_date") - pl.duration(days=VALIDATION_INTERVAL_DAYS)))
     rows = (
-        snapshot.current.filter(open_rtt_expr() & (band >= VALIDATION_TIERS[-1]) & due
-                                & filters.expr())
+        _narrow(snapshot.current).filter(open_rtt_expr() & (band >= VALIDATION_TIERS[-1]) & due
+                                         & filters.expr())
         .with_columns(tier.alias("wait_tier"))
         .sort(["wait_tier", "days_waited", "id"], descending=[True, True, False])
     )
@@ -162,7 +168,7 @@ def not_validated_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) 
 
 
 def pcode_missing_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) -> pl.DataFrame:
-    rows = snapshot.current.filter(
+    rows = _narrow(snapshot.current).filter(
         open_rtt_expr() & (pl.col("waiting_list_type") == "IRTT")
         & pl.col("clinical_priority").is_null() & filters.expr()
     ).sort(["days_waited", "id"], descending=[True, False], nulls_last=True)

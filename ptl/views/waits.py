@@ -89,8 +89,13 @@ def wait_measures(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     547, 729 ⇔ band ≥ 52, 65, 78, 104 (`ptl.rtt.week_band`; the store derives both columns
     together).
     """
+    return measures_from_bands(band_counts(frame, by), by)
+
+
+def measures_from_bands(bands: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
+    """`wait_measures` from a `band_counts` table (columns `by`…, `week_band`, `f`, `days`;
+    a constant group column when `by` is empty), e.g. one re-grouped from finer bands."""
     keys = _keys(by)
-    bands = band_counts(frame, by)
     band = pl.col("week_band")
     known_f = pl.when(band.is_not_null()).then(pl.col("f")).otherwise(0)
     counts = bands.group_by(keys).agg(
