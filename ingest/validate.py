@@ -417,13 +417,7 @@ def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl
         .filter(pl.col("__copies") > 1)
         .drop("__copies")
     )
-    # Attach the "rows a, b" text by row number: a join would copy every column of the file.
-    dup_rows = (frame.select(ROW, *key).join(duplicates, on=key, how="inner")
-                .select(ROW, "__dup_rows"))
-    frame = frame.with_columns(
-        pl.col(ROW).replace_strict(dup_rows.get_column(ROW), dup_rows.get_column("__dup_rows"),
-                                   default=None, return_dtype=pl.String).alias("__dup_rows")
-    )
+    frame = frame.join(duplicates, on=key, how="left", maintain_order="left")
 
     checks = _checks({name: fmt for name, (fmt, _) in formats.items()}, mapped.census_date)
     # Cheap pass over every row: does any rule fire? Reasons are built only for those rows.
@@ -490,14 +484,17 @@ def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl
 
 def _typed(clean: pl.DataFrame, warned: pl.DataFrame) -> pl.DataFrame:
     """Typed canonical columns; values that drew a warning are blanked."""
-    blank_rows = {
-        column: rows for column, rows in warned.group_by("column").agg(pl.col(ROW).unique()).iter_rows()
-        if column != "rtt_start_date"  # unknown clock start: already empty
-    }
-    out = clean.with_columns(
-        pl.when(pl.col(ROW).is_in(rows)).then(None).otherwise(pl.col(column)).alias(column)
-        for column, rows in blank_rows.items()
-    )
+    blanked = warned.select(ROW, "column").unique().with_columns(pl.lit(True).alias("__blank"))
+    out = clean
+    for column in blanked.get_column("column").unique().to_list():
+        if column == "rtt_start_date":
+            continue  # unknown clock start: already empty
+        rows = blanked.filter(pl.col("column") == column).select(ROW, "__blank")
+        out = (
+            out.join(rows, on=ROW, how="left")
+            .with_columns(pl.when(pl.col("__blank")).then(None).otherwise(pl.col(column)).alias(column))
+            .drop("__blank")
+        )
     boolean = {name: pl.when(pl.col(name).is_in(_TRUE)).then(True)
                .when(pl.col(name).is_in(_FALSE)).then(False).otherwise(None)
                for name in ("learning_disability", "interpreter_required")}
