@@ -78,6 +78,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         state=_state(context),
         request_max_body_size=MAX_REQUEST_BYTES,
         debug=False,
+        # Logging is ptl.logs' (JSON off a terminal, no patient values); Litestar's own
+        # configuration would replace it with its plain format.
+        logging_config=None,
     )
 
 
