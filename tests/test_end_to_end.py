@@ -64,3 +64,22 @@ def test_every_dialect_loads_exactly_as_planted(
     assert str(current[1])[:10] == str(current[2])[:10] == CENSUS.isoformat()
     assert loaded == sum(f["expected_loaded"] for f in manifest["feeds"])
     engine.dispose()
+
+
+def test_a_demo_sized_system_validates_exactly_as_planted(tmp_path: Path) -> None:
+    """The demo's size (20,000 patients): large enough for Polars to use its multi-buffer
+    string layouts, which small test files never reach (a Polars panic once hid there)."""
+    from ingest.profiles import load_profile
+    from ingest.read import read_extract
+    from ingest.validate import map_columns, validate
+    from ptl.synth import generate_system
+
+    system = generate_system(tmp_path / "demo", patients=20_000, weeks=1, census_date=CENSUS, seed=42)
+    for feed in system.feeds:
+        profile = load_profile(feed.profile)
+        extract = read_extract(feed.path, profile)
+        mapped = map_columns(extract.frame, profile, filename=feed.path.name,
+                             provider_code=feed.provider_code, census_date=feed.census_date)
+        checked = validate(mapped, profile, extract.row_offset, extract.frame)
+        assert (checked.rows_read, checked.rows_rejected) == (feed.rows, feed.expected_rejected), feed.path.name
+        assert checked.clean.height == feed.expected_loaded
