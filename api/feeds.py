@@ -143,7 +143,8 @@ class FeedsController(Controller):
     def list_feeds(
         self,
         request: Request[Client, Any, Any],
-        provider: Annotated[str | None, Parameter(description="only this provider's feeds (ODS code)")] = None,
+        provider: Annotated[str | None, Parameter(
+            description="only this provider's feeds (ODS code)", pattern=r"^\s*[A-Za-z0-9]{1,12}\s*$")] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
         output: FormatParam = None,
     ) -> Response[FeedList]:

@@ -128,3 +128,11 @@ def _internal_error(request: Request[Any, Any, Any], exc: BaseException) -> Resp
 
 def unexpected_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     return _internal_error(request, exc)
+
+
+def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
+    """Before every handler: a NUL in the path or a query value is never a real code or id,
+    and PostgreSQL refuses it in text parameters (a 500 otherwise). One check for every route."""
+    values = [request.url.path, *(v for _k, v in request.query_params.items())]
+    if any("\x00" in value for value in values):
+        raise ProblemError(400, "the request holds a NUL character; codes, ids and filters are plain text")

@@ -395,3 +395,16 @@ def test_rate_limit_per_key_answers_429_with_retry_after(api_system: ApiSystem) 
         assert int(limited.headers["Retry-After"]) >= 1
         assert call("analyst").status_code == 200  # per key, not per address
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "key", "params"), [
+    ("/api/v1/feeds", "icb", {"provider": "R\x00X"}),
+    ("/api/v1/audit", "admin", {"organisation": "R\x00X"}),
+    ("/api/v1/audit", "admin", {"action": "x\x00"}),
+])
+def test_a_nul_in_a_filter_is_a_400_not_a_500(api_system: ApiSystem, path: str, key: str,
+                                              params: dict[str, str]) -> None:
+    """A NUL byte once reached PostgreSQL as a text parameter (a 500, found by schemathesis)."""
+    response = api_system.get(path, key, params=params)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
