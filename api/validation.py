@@ -90,7 +90,7 @@ class ValidationController(Controller):
         filters: ViewFilter,
         kind: Annotated[WorklistKind, Parameter(description="which worklist")],
         limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
-        offset: Annotated[int, Parameter(ge=0, description="rows to skip")] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=1_000_000_000, description="rows to skip")] = 0,
         output: FormatParam = None,
     ) -> Response[Worklist]:
         context = api_context(request)

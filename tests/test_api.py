@@ -408,3 +408,11 @@ def test_a_nul_in_a_filter_is_a_400_not_a_500(api_system: ApiSystem, path: str, 
     response = api_system.get(path, key, params=params)
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_offset_past_any_list_is_a_400_not_a_500(api_system: ApiSystem) -> None:
+    """Schemathesis found an offset beyond 64 bits overflowing the slice (a 500)."""
+    response = api_system.get("/api/v1/validation", "icb",
+                              params={"kind": "not_validated", "offset": str(6 * 10**25)})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
