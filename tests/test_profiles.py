@@ -97,5 +97,12 @@ def test_unknown_builtin_and_missing_file() -> None:
         load_profile("/nonexistent/profile.toml")
 
 
-def test_declarable_fields_need_no_mapping() -> None:
+def test_provider_and_census_date_may_be_declared_at_ingest_instead_of_mapped(tmp_path: Path) -> None:
+    """Both are required columns, but a profile may leave them to `--provider`/`--census-date`;
+    every other required field must be mapped."""
+    text = GOOD.replace('[defaults]\nprovider_code = "RZB"\n', "")
+    profile = load_profile(write(tmp_path, text))
+    assert profile.defaults == {} and "provider_code" not in profile.columns
     assert {"provider_code", "census_date"} <= set(REQUIRED_COLUMNS)
+    with pytest.raises(ProfileError, match="required field\\(s\\) not mapped .*: rtt_start_date"):
+        load_profile(write(tmp_path, text.replace('rtt_start_date = "Clock Start"\n', "")))
