@@ -80,6 +80,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
                 type="http", scheme="bearer", description="an API key from `ptl keys create`")}),
         ),
         state=_state(context),
+        on_shutdown=[context.close],
         request_max_body_size=MAX_REQUEST_BYTES,
         before_request=refuse_control_characters,
         debug=False,

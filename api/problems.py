@@ -107,7 +107,9 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
         detail = f"there is nothing at {instance}; the API is under /api/v1 (see /schema)"
     elif status == 405:
         detail = f"{request.method} is not allowed on {instance}; see /schema for the methods it takes"
-    elif status >= 500:
+    elif status >= 500 and not isinstance(exc, ProblemError):
+        # Our own 5xx problems (say, the audit trail unavailable) carry a detail written here,
+        # never an exception's message; anything else is reported by reference only.
         return _internal_error(request, exc)
     feed = exc.feed if isinstance(exc, ProblemError) else None
     return problem_response(status, detail, instance=instance, headers=exc.headers, feed=feed)

@@ -188,6 +188,25 @@ def authenticate(engine: Engine, presented: str) -> Client | None:
     return Client(key_id=key_id, organisation_code=row.organisation_code, role=row.role, name=row.name)
 
 
+def audit_event_values(
+    client: Client,
+    *,
+    action: str,
+    method: str,
+    endpoint: str,
+    filters: Mapping[str, Any] | None,
+    row_count: int,
+    status_code: int,
+) -> dict[str, Any]:
+    """The column values of one `audit_event` row, stamped now (for batched writers)."""
+    return {
+        "occurred_at": _now(), "key_id": client.key_id, "organisation_code": client.organisation_code,
+        "role": client.role, "action": action, "method": method, "endpoint": endpoint[:300],
+        "filters": json.dumps(dict(filters), sort_keys=True, default=str) if filters else None,
+        "row_count": row_count, "status_code": status_code,
+    }
+
+
 def record_audit(
     store: Engine | Connection,
     client: Client,
@@ -202,11 +221,8 @@ def record_audit(
     """Write one audit event: in the caller's transaction when given a connection, else in its
     own. Either way it is committed before the response is sent."""
     statement = insert(AuditEvent).values(
-                occurred_at=_now(), key_id=client.key_id, organisation_code=client.organisation_code,
-                role=client.role, action=action, method=method, endpoint=endpoint[:300],
-                filters=json.dumps(dict(filters), sort_keys=True, default=str) if filters else None,
-                row_count=row_count, status_code=status_code,
-            )
+        audit_event_values(client, action=action, method=method, endpoint=endpoint, filters=filters,
+                           row_count=row_count, status_code=status_code))
     if isinstance(store, Connection):
         store.execute(statement)
         return
