@@ -20,6 +20,7 @@ from api.rate_limit import RateLimiter
 from api.view_cache import ViewCache
 from ptl.settings import Settings
 from ptl.store.access import Client, audit_event_values
+from ptl.views.feed_frames import FeedFrameCache
 
 if TYPE_CHECKING:
     from ptl.views.snapshot import Snapshot
@@ -43,6 +44,8 @@ class ApiContext:
     version_check_seconds: float = VERSION_CHECK_SECONDS
     #: shared (group) commits of audit events
     audit_writer: AuditWriter = field(init=False)
+    #: loaded feeds' pathway rows on local disk, so a rebuild reads only new feeds from the store
+    feed_frames: FeedFrameCache = field(init=False)
     _snapshot: tuple[Snapshot, float] | None = None
     _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +59,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.audit_writer = AuditWriter(self.engine)
+        self.feed_frames = FeedFrameCache(self.settings.var_dir / "feed-frames")
 
     def snapshot(self) -> Snapshot:
         """The analytics snapshot of the current data version (blocking: from a worker thread)."""
@@ -68,7 +72,7 @@ class ApiContext:
             held = self._snapshot
             if held is not None and time.monotonic() - held[1] < self.version_check_seconds:
                 return held[0]
-            snapshot = load_snapshot(self.engine)
+            snapshot = load_snapshot(self.engine, frame_cache=self.feed_frames)
             self._snapshot = (snapshot, time.monotonic())
             return snapshot
 

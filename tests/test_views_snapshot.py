@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -16,9 +17,18 @@ from sqlalchemy import Engine
 from ptl import codes, rtt
 from ptl.store.bulk import insert_frame
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
+from ptl.views.feed_frames import FeedFrameCache
 from ptl.views.filters import ViewFilter
-from ptl.views.sites import site_stats
-from ptl.views.snapshot import CURRENT_SCHEMA, HISTORY_SCHEMA, invalidate_snapshot, load_snapshot
+from ptl.views.sites import _build_transitions, census_transitions, site_stats
+from ptl.views.snapshot import (
+    CURRENT_SCHEMA,
+    HISTORY_SCHEMA,
+    IDENTIFIABLE_COLUMNS,
+    Snapshot,
+    invalidate_snapshot,
+    load_snapshot,
+    read_snapshot,
+)
 from ptl.views.validation import worklist
 
 CENSUS = dt.date(2025, 3, 2)
@@ -218,3 +228,72 @@ def test_published_week_band_counts_give_back_the_published_figures(store_engine
         assert abs(figures["median_weeks"] - nhs_england_median(counts)) <= 0.15
         assert abs(figures["p92_weeks"] - nhs_england_median(counts, 0.92)) <= 0.15
         assert figures["over_104"] == counts[-1] and figures["over_52"] == sum(counts[52:])
+
+
+# --- the feed frame cache --------------------------------------------------------------------
+
+
+def sorted_frames(snapshot: Snapshot) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return (snapshot.current.sort("id"),
+            snapshot.history.sort("feed_id", "pathway_id_issuer", "pathway_id", nulls_last=True))
+
+
+def assert_same_snapshot(cached: Snapshot, store: Engine) -> None:
+    fresh = read_snapshot(store)
+    for left, right in zip(sorted_frames(cached), sorted_frames(fresh), strict=True):
+        assert left.schema == right.schema
+        assert left.equals(right)
+
+
+def test_feed_frame_cache_gives_the_store_snapshot_and_keeps_no_identity(store: Engine, tmp_path: Path) -> None:
+    cache = FeedFrameCache(tmp_path / "frames")
+    assert_same_snapshot(read_snapshot(store, frame_cache=cache), store)
+    folder = cache.folder(store)
+    files = sorted(folder.iterdir())
+    assert len(files) == 3  # feeds 1, 2 and 3; not the refused feed 4
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600
+        columns = set(pl.read_ipc_schema(path))
+        assert not columns & (IDENTIFIABLE_COLUMNS | {"person_id", "has_nhs_number", "has_postcode"})
+    assert folder.stat().st_mode & 0o777 == 0o700
+    # A restarted process reads the files (checked against the store's row counts).
+    assert_same_snapshot(read_snapshot(store, frame_cache=FeedFrameCache(tmp_path / "frames")), store)
+
+
+def test_feed_frame_cache_reads_only_new_feeds_and_drops_files_that_disagree(store: Engine, tmp_path: Path) -> None:
+    cache = FeedFrameCache(tmp_path / "frames")
+    read_snapshot(store, frame_cache=cache)
+    with store.begin() as connection:
+        add_feed(connection, 5, "RB2", CENSUS + dt.timedelta(weeks=1))
+        insert_frame(connection, "pathway", pathway_frame([
+            {"id": 50, "feed_id": 5, "provider_code": "RB2", "census_date": CENSUS + dt.timedelta(weeks=1),
+             "pathway_id": "B", "pathway_id_issuer": "RB2", "rtt_start_date": dt.date(2025, 1, 1)}]))
+    # Feed 3 moved from current to history and comes from the cache; feed 5 from the store.
+    after_load = read_snapshot(store, frame_cache=cache)
+    assert_same_snapshot(after_load, store)
+    assert sorted(after_load.current["id"].to_list()) == [20, 21, 50]
+    # Rows of a loaded feed never change, so this process does not read feed 1 again...
+    with store.begin() as connection:
+        connection.execute(sa.text("DELETE FROM pathway WHERE id = 11"))
+    assert "GONE" in read_snapshot(store, frame_cache=cache).history["pathway_id"].to_list()
+    # ...but a process starting on these files checks them against the store and rereads.
+    restarted = read_snapshot(store, frame_cache=FeedFrameCache(tmp_path / "frames"))
+    assert "GONE" not in restarted.history["pathway_id"].to_list()
+    assert_same_snapshot(restarted, store)
+    # A damaged file is a miss, not an error.
+    victim = next(p for p in cache.folder(store).iterdir() if p.name.startswith("feed-2-"))
+    victim.write_bytes(b"not arrow")
+    assert_same_snapshot(read_snapshot(store, frame_cache=FeedFrameCache(tmp_path / "frames")), store)
+
+
+def test_census_transitions_reused_per_provider_are_exact(store: Engine) -> None:
+    history = read_snapshot(store).history
+    first = census_transitions(history)
+    # A change at one provider only: the other's transitions are reused, the result is exact.
+    changed = history.with_columns(
+        pl.when((pl.col("provider_code") == "RA1") & (pl.col("pathway_id") == "GONE"))
+        .then(pl.lit("RA109")).otherwise(pl.col("site_code")).alias("site_code"))
+    for frame in (changed, history):
+        reused = census_transitions(frame).sort("provider_code", "pathway_id", "seq")
+        assert reused.equals(_build_transitions(frame).sort("provider_code", "pathway_id", "seq"))
+    assert first.height == census_transitions(history).height

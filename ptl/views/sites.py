@@ -27,6 +27,7 @@ Queue arithmetic (Little's law; Fong et al. 2022, NHS-R NHSRwaitinglist), target
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Final
 
@@ -83,52 +84,91 @@ def census_transitions(history: pl.DataFrame) -> pl.DataFrame:
     two keys share a hash, or a key appears twice in one census, the exact join is used."""
     from ptl.views.snapshot import once_per_frame
 
-    def build() -> pl.DataFrame:
-        provider = "provider_code"
-        rows = (
-            history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS)
-            .with_columns(
-                pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
-                ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days() / 7)
-                .over(provider).alias("history_weeks"),
-                pl.struct(_PATHWAY_KEY).hash().alias("__key"),
-                capacity_expr().alias("capacity"),
-                open_rtt_expr().alias("__open"),
-            )
-            .with_columns(pl.col("seq").max().over(provider).alias("last_seq"))
-            # Only what the flows read goes through the sort.
-            .select(*_PATHWAY_KEY, *_FILTERED_NEIGHBOUR, "seq", "last_seq", "history_weeks",
-                    "capacity", "__open", "__key")
-            .sort("__key", "seq")
+    return once_per_frame(history, "census_transitions", lambda: _transitions_by_provider(history))
+
+
+#: Each provider's census transitions from the last history seen, keyed by a fingerprint of
+#: everything they are computed from (see `_transitions_by_provider`).
+_provider_transitions: dict[tuple[object, ...], pl.DataFrame] = {}
+_provider_transitions_lock = threading.Lock()
+
+
+def _transitions_by_provider(history: pl.DataFrame) -> pl.DataFrame:
+    """`census_transitions`, reusing each provider's rows from the previous history when its
+    input is unchanged. A provider's transitions depend only on its own rows (the pathway key
+    includes the provider; census sequence and history weeks are per provider), so after one
+    provider's weekly load only that provider is recomputed. The fingerprint is the provider's
+    feed ids, row count and a 64-bit sum of row hashes over every column the transitions read:
+    any changed, added or dropped row (a completed move drops one) gives a new fingerprint."""
+    inputs = [*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS]
+    feeds = pl.col("feed_id") if "feed_id" in history.columns else pl.lit(None, pl.Int64)
+    fingerprints = history.group_by("provider_code").agg(
+        feeds.unique().sort().alias("feeds"), pl.len().alias("rows"),
+        pl.struct(inputs).hash().sum().alias("content"))
+    keys = {row["provider_code"]: (row["provider_code"], tuple(row["feeds"]), row["rows"], row["content"])
+            for row in fingerprints.iter_rows(named=True)}
+    with _provider_transitions_lock:
+        known = dict(_provider_transitions)
+    parts = {provider: known[key] for provider, key in keys.items() if key in known}
+    missing = [provider for provider in keys if provider not in parts]
+    if missing:
+        built = _build_transitions(history.filter(pl.col("provider_code").is_in(missing)))
+        by_provider = built.partition_by("provider_code", as_dict=True)
+        for provider in missing:
+            parts[provider] = by_provider.get((provider,), built.clear())
+    with _provider_transitions_lock:
+        _provider_transitions.clear()
+        _provider_transitions.update({keys[provider]: part for provider, part in parts.items()})
+    if not parts:
+        return _build_transitions(history)
+    return pl.concat([parts[provider] for provider in sorted(parts, key=str)], how="vertical")
+
+
+def _build_transitions(history: pl.DataFrame) -> pl.DataFrame:
+    """`census_transitions` computed from the rows of `history` (any providers)."""
+    provider = "provider_code"
+    rows = (
+        history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS)
+        .with_columns(
+            pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
+            ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days() / 7)
+            .over(provider).alias("history_weeks"),
+            pl.struct(_PATHWAY_KEY).hash().alias("__key"),
+            capacity_expr().alias("capacity"),
+            open_rtt_expr().alias("__open"),
         )
-        key_known = pl.all_horizontal([pl.col(c).is_not_null() for c in _PATHWAY_KEY])
-        clash = rows.select(
-            ((pl.col("__key") == pl.col("__key").shift(1))
-             & (pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in _PATHWAY_KEY])
-                | (pl.col("seq") == pl.col("seq").shift(1)))).any()
-        ).item()
-        if clash:
-            return _transitions_by_join(
-                history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS).with_columns(
-                    pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
-                    ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days()
-                     / 7).over(provider).alias("history_weeks"),
-                ).with_columns(pl.col("seq").max().over(provider).alias("last_seq")))
+        .with_columns(pl.col("seq").max().over(provider).alias("last_seq"))
+        # Only what the flows read goes through the sort.
+        .select(*_PATHWAY_KEY, *_FILTERED_NEIGHBOUR, "seq", "last_seq", "history_weeks",
+                "capacity", "__open", "__key")
+        .sort("__key", "seq")
+    )
+    key_known = pl.all_horizontal([pl.col(c).is_not_null() for c in _PATHWAY_KEY])
+    clash = rows.select(
+        ((pl.col("__key") == pl.col("__key").shift(1))
+         & (pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in _PATHWAY_KEY])
+            | (pl.col("seq") == pl.col("seq").shift(1)))).any()
+    ).item()
+    if clash:
+        return _transitions_by_join(
+            history.select(*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS).with_columns(
+                pl.col("census_date").rank("dense").over(provider).cast(pl.Int32).alias("seq"),
+                ((pl.col("census_date").max() - pl.col("census_date").min()).dt.total_days()
+                 / 7).over(provider).alias("history_weeks"),
+            ).with_columns(pl.col("seq").max().over(provider).alias("last_seq")))
 
-        def neighbour(shift: int, prefix: str) -> list[pl.Expr]:
-            # The row beside this one in (key, census) order is the same pathway one census away.
-            there = ((pl.col("__key").shift(shift) == pl.col("__key"))
-                     & (pl.col("seq").shift(shift) == pl.col("seq") - shift)
-                     & key_known).fill_null(False)
-            return [(there & pl.col("capacity").shift(shift)).fill_null(False).alias(prefix + "capacity"),
-                    *[pl.when(there).then(pl.col(c).shift(shift)).alias(prefix + c)
-                      for c in _FILTERED_NEIGHBOUR]]
+    def neighbour(shift: int, prefix: str) -> list[pl.Expr]:
+        # The row beside this one in (key, census) order is the same pathway one census away.
+        there = ((pl.col("__key").shift(shift) == pl.col("__key"))
+                 & (pl.col("seq").shift(shift) == pl.col("seq") - shift)
+                 & key_known).fill_null(False)
+        return [(there & pl.col("capacity").shift(shift)).fill_null(False).alias(prefix + "capacity"),
+                *[pl.when(there).then(pl.col(c).shift(shift)).alias(prefix + c)
+                  for c in _FILTERED_NEIGHBOUR]]
 
-        return (rows.with_columns(*neighbour(1, "prev_"), *neighbour(-1, "next_"))
-                .filter(pl.col("__open"))
-                .select(_TRANSITIONS_OUT))
-
-    return once_per_frame(history, "census_transitions", build)
+    return (rows.with_columns(*neighbour(1, "prev_"), *neighbour(-1, "next_"))
+            .filter(pl.col("__open"))
+            .select(_TRANSITIONS_OUT))
 
 
 def _transitions_by_join(rows: pl.DataFrame) -> pl.DataFrame:

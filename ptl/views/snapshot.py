@@ -21,11 +21,14 @@ is cast to one schema so views see the same types on either backend.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -35,6 +38,7 @@ from sqlalchemy import Connection, Engine
 
 from ptl.matching.move import MOVE_SCHEMA, continue_moved_waits
 from ptl.store.bulk import read_frame
+from ptl.views.feed_frames import FeedFrameCache, FeedKey
 
 log = logging.getLogger(__name__)
 
@@ -219,37 +223,82 @@ def _adbc_available() -> bool:
 
 
 class _Reader:
-    """Runs snapshot queries on one backend's fastest path within one consistent read."""
+    """Runs snapshot queries on one backend's fastest path within one consistent read.
 
-    def __init__(self, engine: Engine, connection: Connection) -> None:
+    On PostgreSQL with ADBC, `READ_CONNECTIONS` sessions share the transaction's snapshot and
+    `submit` spreads queries over them (two server processes produce rows at once; the Arrow
+    conversion runs outside the GIL). Otherwise `submit` runs each query at once, in turn."""
+
+    def __init__(self, engine: Engine, connection: Connection, sessions: int = 1) -> None:
         self.connection = connection
         self.adbc: Any = None
+        self._sessions: list[Any] = []
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pool: ThreadPoolExecutor | None = None
         if engine.dialect.name == "postgresql" and _adbc_available():
             import adbc_driver_postgresql.dbapi as adbc
 
             try:
-                self.adbc = adbc.connect(_adbc_uri(engine))
+                for _ in range(max(sessions, 1)):
+                    self._sessions.append(adbc.connect(_adbc_uri(engine)))
             except Exception as exc:  # noqa: BLE001 - fall back to COPY, say why (no URL: it may hold a password)
                 log.warning("ADBC connection failed (%s); reading the snapshot with COPY", type(exc).__name__)
+                self.close()
+                self._sessions = []
+        if self._sessions:
+            self.adbc = self._sessions[0]
+
+    def pin(self, snapshot_id: str) -> None:
+        """Make every ADBC session read the snapshot `pg_export_snapshot()` named."""
+        for session in self._sessions:
+            with session.cursor() as cursor:
+                cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+            self._idle.put(session)
+        if len(self._sessions) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix="snapshot-read")
 
     def frame(self, sql: str, schema: dict[str, Any], params: dict[str, Any] | None = None) -> pl.DataFrame:
         if self.adbc is not None:
-            # ADBC takes positional $n parameters; the few we pass are integers, inlined safely.
-            statement = sql
-            for name, value in (params or {}).items():
-                statement = statement.replace(f":{name}", str(int(value)))
-            with self.adbc.cursor() as cursor:
-                cursor.execute(statement)
-                table = cursor.fetch_arrow_table()
-            result = pl.from_arrow(table)
-            assert isinstance(result, pl.DataFrame)
-            return _conform(result, schema)
+            session = self._idle.get()
+            try:
+                return _adbc_frame(session, sql, schema, params)
+            finally:
+                self._idle.put(session)
         read_schema = {n: (pl.String if t == pl.Boolean else t) for n, t in schema.items()}
         return _conform(read_frame(self.connection, sql, params, read_schema), schema)
 
+    def submit(self, sql: str, schema: dict[str, Any], params: dict[str, Any] | None = None) -> Future[pl.DataFrame]:
+        """`frame` on a free session in the background (or now, without parallel sessions)."""
+        if self._pool is not None:
+            return self._pool.submit(self.frame, sql, schema, params)
+        done: Future[pl.DataFrame] = Future()
+        try:
+            done.set_result(self.frame(sql, schema, params))
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            done.set_exception(exc)
+        return done
+
     def close(self) -> None:
-        if self.adbc is not None:
-            self.adbc.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for session in self._sessions:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+def _adbc_frame(session: Any, sql: str, schema: dict[str, Any], params: dict[str, Any] | None) -> pl.DataFrame:
+    # ADBC takes positional $n parameters; the few we pass are integers, inlined safely.
+    statement = sql
+    for name, value in (params or {}).items():
+        statement = statement.replace(f":{name}", str(int(value)))
+    with session.cursor() as cursor:
+        cursor.execute(statement)
+        table = cursor.fetch_arrow_table()
+    result = pl.from_arrow(table)
+    assert isinstance(result, pl.DataFrame)
+    return _conform(result, schema)
 
 
 def _has_identity_link(connection: Connection) -> bool:
@@ -295,8 +344,57 @@ def newest_feed_ids(engine: Engine) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> Snapshot:
-    """Read the snapshot from the store now (no cache). Use `load_snapshot` in services."""
+#: ADBC sessions reading the snapshot at once (the machine this is sized for has two cores).
+READ_SESSIONS: Final[int] = 2
+
+_PATHWAY_READ_SCHEMA: Final[dict[str, Any]] = {c: CURRENT_SCHEMA[c] for c in _PATHWAY_COLUMNS}
+
+
+def _feed_plan(connection: Connection, history_censuses: int) -> tuple[list[FeedKey], list[FeedKey]]:
+    """The feeds the snapshot is made of: each provider's current feed, and per provider the
+    newest loaded feed of each of its last `history_censuses` - 1 earlier censuses."""
+    rows = connection.execute(sa.text(
+        "WITH per_census AS ("
+        " SELECT provider_code, census_date, MAX(id) AS feed_id FROM feed"
+        " WHERE status = 'loaded' GROUP BY provider_code, census_date),"
+        " ranked AS ("
+        " SELECT pc.feed_id, ROW_NUMBER() OVER (PARTITION BY pc.provider_code"
+        " ORDER BY pc.census_date DESC) AS census_age"
+        " FROM per_census pc JOIN current_snapshot cs ON cs.provider_code = pc.provider_code"
+        " AND pc.census_date < cs.census_date) "
+        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 1 AS is_current FROM feed f"
+        " JOIN current_snapshot cs ON cs.feed_id = f.id "
+        "UNION ALL "
+        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 0 FROM feed f"
+        " JOIN ranked r ON r.feed_id = f.id WHERE r.census_age < :censuses"
+    ), {"censuses": history_censuses}).all()
+    current = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2])) for r in rows if int(r[3])),
+                     key=lambda f: f.feed_id)
+    older = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2])) for r in rows if not int(r[3])),
+                   key=lambda f: f.feed_id)
+    return current, older
+
+
+def _store_rows(connection: Connection, feed_ids: list[int]) -> dict[int, int]:
+    """`pathway` rows per feed (an index-only count)."""
+    if not feed_ids:
+        return {}
+    statement = sa.text("SELECT feed_id, COUNT(*) FROM pathway WHERE feed_id IN :ids GROUP BY feed_id"
+                        ).bindparams(sa.bindparam("ids", expanding=True))
+    counted = {int(f): int(n) for f, n in connection.execute(statement, {"ids": feed_ids})}
+    return {feed_id: counted.get(feed_id, 0) for feed_id in feed_ids}
+
+
+def _feed_sql(columns: list[str]) -> str:
+    return "SELECT " + ", ".join(f"p.{c}" for c in columns) + " FROM pathway p WHERE p.feed_id = :feed"
+
+
+def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
+                  frame_cache: FeedFrameCache | None = None) -> Snapshot:
+    """Read the snapshot from the store now (no snapshot cache; use `load_snapshot` in services).
+
+    With a `frame_cache`, feeds whose rows it holds are read from it and only the others from
+    the store (`ptl.views.feed_frames`: what is and is not cached)."""
     import time
 
     started = time.perf_counter()
@@ -304,50 +402,44 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
     # a provider's load commits mid-read. SQLite's read transaction gives the same.
     options: dict[str, Any] = ({"isolation_level": "REPEATABLE READ"}
                                if engine.dialect.name == "postgresql" else {})
+    folder = frame_cache.folder(engine) if frame_cache is not None else None
+    fresh: list[tuple[FeedKey, pl.DataFrame]] = []
     with engine.connect().execution_options(**options) as connection, connection.begin():
         version = int(connection.execute(sa.text(
             "SELECT COALESCE(MAX(id), 0) FROM feed WHERE status = 'loaded'")).scalar_one())
         link_version = int(connection.execute(sa.text(
             "SELECT COALESCE(MAX(id), 0) FROM link_run")).scalar_one())
         linked = _has_identity_link(connection)
-        reader = _Reader(engine, connection)
+        current_feeds, older_feeds = _feed_plan(connection, history_censuses)
+        reader = _Reader(engine, connection, READ_SESSIONS)
         try:
-            if reader.adbc is not None and engine.dialect.name == "postgresql":
-                # The ADBC session must see the same data: pin it to this transaction's snapshot.
-                snapshot_id = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-                with reader.adbc.cursor() as cursor:
-                    cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
-            pathways = reader.frame(
-                "SELECT " + ", ".join(f"p.{c}" for c in _PATHWAY_COLUMNS) + " FROM pathway p"
-                " JOIN current_snapshot cs ON cs.feed_id = p.feed_id",
-                {c: CURRENT_SCHEMA[c] for c in _PATHWAY_COLUMNS},
-            )
-            # Presence flags only: no identifying value leaves the store.
-            flags = reader.frame(
+            if reader.adbc is not None:
+                # The ADBC sessions must see the same data: pin them to this transaction's snapshot.
+                reader.pin(connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one())
+            # Never cached (they change without a new feed): presence flags -- no identifying
+            # value leaves the store -- and the newest identity links. Started first, so the
+            # store works on them while cached feeds are read from disk.
+            flags = reader.submit(
                 "SELECT id AS source_identity_id,"
                 " CASE WHEN nhs_number IS NULL THEN 0 ELSE 1 END AS has_nhs_number,"
                 " CASE WHEN postcode IS NULL THEN 0 ELSE 1 END AS has_postcode FROM source_identity",
                 _IDENTITY_FLAGS_SCHEMA,
             )
-            links = (reader.frame("SELECT source_identity_id, person_id FROM identity_link",
-                                  _LINK_SCHEMA) if linked else None)
-            current = _conform(_with_identity(pathways, flags, links), CURRENT_SCHEMA)
-            del pathways, flags, links
-            older = reader.frame(
-                "WITH per_census AS ("
-                " SELECT provider_code, census_date, MAX(id) AS feed_id FROM feed"
-                " WHERE status = 'loaded' GROUP BY provider_code, census_date),"
-                " ranked AS ("
-                " SELECT pc.feed_id, ROW_NUMBER() OVER (PARTITION BY pc.provider_code"
-                " ORDER BY pc.census_date DESC) AS census_age"
-                " FROM per_census pc JOIN current_snapshot cs ON cs.provider_code = pc.provider_code"
-                " AND pc.census_date < cs.census_date) "
-                "SELECT " + ", ".join(f"p.{c}" for c in HISTORY_SCHEMA) + " FROM pathway p"
-                " JOIN ranked r ON r.feed_id = p.feed_id WHERE r.census_age < :censuses",
-                HISTORY_SCHEMA,
-                {"censuses": history_censuses},
-            )
+            links = (reader.submit("SELECT source_identity_id, person_id FROM identity_link", _LINK_SCHEMA)
+                     if linked else None)
+            plan = [(feed, _PATHWAY_READ_SCHEMA) for feed in current_feeds] + [
+                (feed, HISTORY_SCHEMA) for feed in older_feeds]
+            frames: dict[int, pl.DataFrame | Future[pl.DataFrame]] = {}
+            if frame_cache is not None and folder is not None:
+                held = {feed.feed_id: frame for feed, schema in plan
+                        if (frame := frame_cache.read(folder, feed, schema)) is not None}
+                counts = _store_rows(connection, [f.feed_id for f, _ in plan if f.feed_id in held
+                                                  and frame_cache.needs_count(folder, f)])
+                frames = {feed.feed_id: held[feed.feed_id] for feed, _ in plan if feed.feed_id in held
+                          and frame_cache.accept(folder, feed, held[feed.feed_id], counts.get(feed.feed_id))}
+            missing = [(feed, schema) for feed, schema in plan if feed.feed_id not in frames]
+            for feed, schema in missing:
+                frames[feed.feed_id] = reader.submit(_feed_sql(list(schema)), schema, {"feed": feed.feed_id})
             feeds = reader.frame(
                 "SELECT f.id, f.provider_code, f.census_date, f.status, f.source, f.rows_read,"
                 " f.rows_loaded, f.rows_rejected, f.rows_warned, CAST(f.received_at AS VARCHAR(40))"
@@ -369,14 +461,30 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
                 "to_provider_code, to_site_code FROM pathway_move",
                 schema=dict(MOVE_SCHEMA),
             )
+            for feed, _ in missing:
+                future = frames[feed.feed_id]
+                assert isinstance(future, Future)
+                frames[feed.feed_id] = future.result()
+                fresh.append((feed, frames[feed.feed_id]))  # type: ignore[arg-type]
+            flag_frame = flags.result()
+            link_frame = links.result() if links is not None else None
         finally:
             reader.close()
+    pathways = _stack([frames[f.feed_id] for f in current_feeds], _PATHWAY_READ_SCHEMA)  # type: ignore[misc]
+    older = _stack([frames[f.feed_id] for f in older_feeds], HISTORY_SCHEMA)  # type: ignore[misc]
+    del frames
+    current = _conform(_with_identity(pathways, flag_frame, link_frame), CURRENT_SCHEMA)
+    del pathways, flag_frame, link_frame
     # Completed mutual-aid moves: the receiving provider's pathway continues the original wait.
     current = continue_moved_waits(current, moves)
     # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
     # every later group-by, join and sort slower.
     current = current.rechunk()
     history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
+    if frame_cache is not None and folder is not None:
+        for feed, frame in fresh:
+            frame_cache.write(folder, feed, frame)
+        frame_cache.prune(folder, {*current_feeds, *older_feeds})
     return Snapshot(
         version=version,
         link_version=link_version,
@@ -387,6 +495,12 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
         identity_review=identity_review,
         loaded_seconds=time.perf_counter() - started,
     )
+
+
+def _stack(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
+    if not frames:
+        return _empty(schema)
+    return pl.concat([frame.select(list(schema)) for frame in frames], how="vertical")
 
 
 def _identity_review(connection: Connection) -> pl.DataFrame | None:
@@ -414,7 +528,8 @@ def _store_key(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def load_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> Snapshot:
+def load_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
+                  frame_cache: FeedFrameCache | None = None) -> Snapshot:
     """The snapshot of the store's current data version, rebuilt once per version.
 
     Each call costs one small query (the newest feed ids). The snapshot is rebuilt when a feed
@@ -432,7 +547,7 @@ def load_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES) -> S
         cached = _cache.get(key)
         if cached is not None and cached[0] == ids:
             return cached[1]
-        snapshot = read_snapshot(engine, history_censuses)
+        snapshot = read_snapshot(engine, history_censuses, frame_cache)
         # Keyed by what was true before reading: a feed landing mid-read triggers a re-read next call.
         _cache[key] = (ids, snapshot)
         log.info("analytics snapshot rebuilt: version %d, %d current pathways, %d history rows, %.2f s",
