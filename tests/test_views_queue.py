@@ -252,3 +252,11 @@ def test_filters_refuse_values_no_pathway_has() -> None:
         ViewFilter(waiting_list_type="PTLI")
     with pytest.raises(InvalidFilter, match="treatment function"):
         ViewFilter(treatment_function_code="999")
+
+
+def test_every_filter_column_is_a_queue_column() -> None:
+    # A filtered queue is the sorted whole queue filtered: it needs every column a filter reads.
+    from ptl.views.filters import FILTER_COLUMNS
+    from ptl.views.queue import QUEUE_COLUMNS
+
+    assert set(FILTER_COLUMNS) <= set(QUEUE_COLUMNS)

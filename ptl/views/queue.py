@@ -74,15 +74,27 @@ def shared_queue(current: pl.DataFrame, filters: ViewFilter = NO_FILTER) -> pl.D
     52/65/78/104; `breach_18`: more than 126 days, i.e. outside the 18-week standard); null
     when the clock start is unknown. `weeks_waited` is the NHS England week band.
     """
-    needs = open_needs(current)
-    # Only the columns the queue shows (and the filter reads) go through filter and sort.
-    carried = [c for c in needs.columns if c in QUEUE_COLUMNS or c in FILTER_COLUMNS or c == "week_band"]
-    needs = filters.apply(needs.select(carried), provider=False)
+    whole = once_per_frame(current, "shared_queue", lambda: _whole_queue(current))
+    if not filters.as_dict():
+        return whole
+    # Every column a filter reads is a queue column, and the sort key ends in the unique id:
+    # filtering the sorted whole queue gives the same rows in the same order as sorting the
+    # filtered needs, for the cost of a scan.
+    rows = filters.apply(whole, provider=False)
     if filters.provider_code is not None:
-        needs = needs.filter(
+        rows = rows.filter(
             (pl.col("provider_code") == filters.provider_code)
             | pl.col("also_at").list.contains(filters.provider_code)
         )
+    return rows.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("position"))
+
+
+def _whole_queue(current: pl.DataFrame) -> pl.DataFrame:
+    """The unfiltered shared queue (see `shared_queue`)."""
+    needs = open_needs(current)
+    # Only the columns the queue shows go through the sort.
+    carried = [c for c in needs.columns if c in QUEUE_COLUMNS or c in FILTER_COLUMNS or c == "week_band"]
+    needs = needs.select(carried)
     days = pl.col("days_waited")
     return (
         needs.sort(["priority_rank", "days_waited", "id"], descending=[False, True, False],
