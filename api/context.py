@@ -61,13 +61,21 @@ class ApiContext:
         self.audit_writer = AuditWriter(self.engine)
         self.feed_frames = FeedFrameCache(self.settings.var_dir / "feed-frames")
 
+    def held_snapshot(self) -> Snapshot | None:
+        """The snapshot the last request saw, while it needs no version check (non-blocking:
+        for the event loop's fast path); None when `snapshot()` must ask the store."""
+        held = self._snapshot
+        if held is not None and time.monotonic() - held[1] < self.version_check_seconds:
+            return held[0]
+        return None
+
     def snapshot(self) -> Snapshot:
         """The analytics snapshot of the current data version (blocking: from a worker thread)."""
         from ptl.views.snapshot import load_snapshot
 
-        held = self._snapshot
-        if held is not None and time.monotonic() - held[1] < self.version_check_seconds:
-            return held[0]
+        held_now = self.held_snapshot()
+        if held_now is not None:
+            return held_now
         with self._snapshot_lock:
             held = self._snapshot
             if held is not None and time.monotonic() - held[1] < self.version_check_seconds:
@@ -106,20 +114,37 @@ class ApiContext:
         (`api/audit_writer.py`; blocking: call from a worker thread). Filters default to the
         query. If the event cannot be written this raises a 503 problem: the caller's answer,
         not yet sent, is never sent."""
-        query = dict(request.query_params) if filters is None else dict(filters)
-        event = audit_event_values(request.user, action=action, method=request.method,
-                                   endpoint=request.url.path, filters=query, row_count=rows,
-                                   status_code=status_code)
         try:
-            self.audit_writer.write(event)
+            self.audit_writer.write(_audit_event(request, rows, action, status_code, filters))
         except AuditUnavailable as exc:
-            raise ProblemError(503, "the audit trail could not be written, so this answer was not sent "
-                                    "(no identifiable data leaves without its audit record); try again "
-                                    "shortly, and tell the service team if it persists") from exc
+            raise _audit_unavailable() from exc
+
+    async def audit_async(self, request: Request[Client, Any, Any], *, rows: int,
+                          action: str = "read_identifiable", status_code: int = 200,
+                          filters: Mapping[str, Any] | None = None) -> None:
+        """`audit` for handlers on the event loop: awaits the commit without a worker thread."""
+        try:
+            await self.audit_writer.write_async(_audit_event(request, rows, action, status_code, filters))
+        except AuditUnavailable as exc:
+            raise _audit_unavailable() from exc
 
     def close(self) -> None:
         """On shutdown: commit the audit events still queued."""
         self.audit_writer.close()
+
+
+def _audit_event(request: Request[Client, Any, Any], rows: int, action: str, status_code: int,
+                 filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The audit row of an answer. Filters default to the query."""
+    query = dict(request.query_params) if filters is None else dict(filters)
+    return audit_event_values(request.user, action=action, method=request.method, endpoint=request.url.path,
+                              filters=query, row_count=rows, status_code=status_code)
+
+
+def _audit_unavailable() -> ProblemError:
+    return ProblemError(503, "the audit trail could not be written, so this answer was not sent "
+                             "(no identifiable data leaves without its audit record); try again "
+                             "shortly, and tell the service team if it persists")
 
 
 def api_context(request: Request[Any, Any, Any]) -> ApiContext:

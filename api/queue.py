@@ -8,9 +8,11 @@ search for the cursor and a slice, so no request scans the list. Rows are disclo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 import polars as pl
 from litestar import Controller, Request, Response, get
@@ -94,6 +96,50 @@ def sorted_queue(context: ApiContext, snapshot: Snapshot, filters: ViewFilter) -
     return cached_view(context, snapshot, ("queue", filters), build)
 
 
+def _tier(client: Client) -> str:
+    """Who a rendered page is the same for."""
+    if client.role == "icb":
+        return client.role
+    return f"provider:{client.organisation_code}" if client.role == "provider" else "pseudonymised"
+
+
+def _rendered_page(context: ApiContext, client: Client, filters: ViewFilter, after: Cursor | None,
+                   size: int) -> tuple[bytes, int] | None:
+    """The page as already rendered for this data version and tier, or None (non-blocking)."""
+    snapshot = context.held_snapshot()
+    if snapshot is None:
+        return None
+    version = (snapshot.version, snapshot.link_version)
+    found, queue = context.results.peek(version, ("queue", filters))
+    if not found:
+        return None
+    start = position_after(queue, after)
+    found, page = context.results.peek(version, ("queue-page", filters, start, size, _tier(client)))
+    return page if found else None  # type: ignore[no-any-return]
+
+
+def _render_page(request: Request[Client, Any, Any], context: ApiContext, filters: ViewFilter,
+                 after: Cursor | None, size: int) -> tuple[bytes, int]:
+    """The page's JSON body and how many of its rows are identifiable (blocking; a page is the
+    same for every caller of a tier until the next load, so it is rendered once)."""
+    snapshot = context.snapshot()
+    queue = sorted_queue(context, snapshot, filters)
+    start = position_after(queue, after)
+
+    def render() -> tuple[bytes, int]:
+        page = queue.slice(start, size)
+        disclosed = context.disclose(request, page, columns=QueueItem.__struct_fields__, audit=False)
+        more = start + page.height < queue.height
+        next_cursor = encode_cursor(list(cursor_of(page.row(-1, named=True)))) if more and page.height else None
+        # Polars writes the rows' JSON five times faster than building dicts for msgspec.
+        envelope = msgspec.json.encode({"next_cursor": next_cursor, "total": queue.height,
+                                        "data_version": snapshot.version, "filters": filters.as_dict()})
+        body = b'{"items":' + disclosed.frame.write_json().encode("utf-8") + b"," + envelope[1:]
+        return body, disclosed.identifiable_rows
+
+    return cached_view(context, snapshot, ("queue-page", filters, start, size, _tier(request.user)), render)
+
+
 def _cursor(value: str | None) -> Cursor | None:
     if value is None:
         return None
@@ -111,8 +157,8 @@ class QueueController(Controller):
     guards = [allow(*READERS)]
     dependencies = FILTER_DEPENDENCIES
 
-    @get("/", sync_to_thread=True, summary="The shared queue: clinical priority, then longest wait")
-    def queue(
+    @get("/", summary="The shared queue: clinical priority, then longest wait")
+    async def queue(
         self,
         request: Request[Client, Any, Any],
         filters: ViewFilter,
@@ -121,35 +167,33 @@ class QueueController(Controller):
         cursor: Annotated[str | None, Parameter(description="`next_cursor` of the previous page")] = None,
         output: FormatParam = None,
     ) -> Response[QueuePage]:
+        # On the event loop: a page already rendered for this data version is answered without
+        # a worker thread, and its audit commit is awaited, not waited for in a thread. Anything
+        # that may block (a version check, building the queue, reading identity values for a
+        # new page, CSV) runs in a worker thread.
         context = api_context(request)
-        client = request.user
+        after = _cursor(cursor)
+        if wants_csv(request, output):
+            return await anyio.to_thread.run_sync(
+                functools.partial(self._csv_answer, request, context, filters, after, limit))
+        size = limit or 100
+        page = _rendered_page(context, request.user, filters, after, size)
+        if page is None:
+            page = await anyio.to_thread.run_sync(
+                functools.partial(_render_page, request, context, filters, after, size))
+        body, identifiable = page
+        if identifiable:
+            # Every identifiable answer is audited, cached page or not, before it is sent.
+            await context.audit_async(request, rows=identifiable)
+        return Response(body, media_type="application/json")  # type: ignore[arg-type]
+
+    def _csv_answer(self, request: Request[Client, Any, Any], context: ApiContext, filters: ViewFilter,
+                    after: Cursor | None, limit: int | None) -> Response[QueuePage]:
         snapshot = context.snapshot()
         queue = sorted_queue(context, snapshot, filters)
-        start = position_after(queue, _cursor(cursor))
-        if wants_csv(request, output):
-            rows = queue.slice(start, limit) if limit is not None else queue.slice(start)
-            return self._csv(request, context, client, rows)
-        size = limit or 100
-        tier = (client.role if client.role == "icb"
-                else f"provider:{client.organisation_code}" if client.role == "provider" else "pseudonymised")
-
-        def render() -> tuple[bytes, int]:
-            page = queue.slice(start, size)
-            disclosed = context.disclose(request, page, columns=QueueItem.__struct_fields__, audit=False)
-            more = start + page.height < queue.height
-            next_cursor = encode_cursor(list(cursor_of(page.row(-1, named=True)))) if more and page.height else None
-            # Polars writes the rows' JSON five times faster than building dicts for msgspec.
-            envelope = msgspec.json.encode({"next_cursor": next_cursor, "total": queue.height,
-                                            "data_version": snapshot.version, "filters": filters.as_dict()})
-            body = b'{"items":' + disclosed.frame.write_json().encode("utf-8") + b"," + envelope[1:]
-            return body, disclosed.identifiable_rows
-
-        # A page is the same for every caller of a tier until the next load: rendered once, but
-        # every identifiable answer is still audited, cached or not.
-        body, identifiable = cached_view(context, snapshot, ("queue-page", filters, start, size, tier), render)
-        if identifiable:
-            context.audit_read(request, rows=identifiable)
-        return Response(body, media_type="application/json")  # type: ignore[arg-type]
+        start = position_after(queue, after)
+        rows = queue.slice(start, limit) if limit is not None else queue.slice(start)
+        return self._csv(request, context, request.user, rows)
 
     def _csv(self, request: Request[Client, Any, Any], context: ApiContext, client: Client,
              rows: pl.DataFrame) -> Response[QueuePage]:

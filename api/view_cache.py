@@ -49,6 +49,16 @@ class ViewCache:
                 self._computing.pop(full_key, None)
         return value
 
+    def peek(self, version: Hashable, key: Hashable) -> tuple[bool, Any]:
+        """(True, value) when the result is already computed, else (False, None); never
+        computes or waits (for the event loop's fast path)."""
+        full_key = (version, key)
+        with self._lock:
+            if version == self._version and full_key in self._entries:
+                self._entries.move_to_end(full_key)
+                return True, self._entries[full_key]
+        return False, None
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

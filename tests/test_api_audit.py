@@ -114,3 +114,12 @@ def test_an_audit_failure_refuses_the_answer(api_system: ApiSystem) -> None:
         with system.engine.begin() as connection:
             connection.exec_driver_sql("ALTER TABLE audit_event_away RENAME TO audit_event")
     assert system.get("/api/v1/queue?limit=10", "icb").status_code == 200
+
+
+def test_a_page_served_from_cache_is_audited_every_time(api_system: ApiSystem) -> None:
+    system = api_system
+    before = len(audit_rows(system.engine))
+    bodies = [system.get("/api/v1/queue?limit=5&treatment_function=110", "icb").json() for _ in range(3)]
+    assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["items"]
+    new = audit_rows(system.engine)[before:]
+    assert [row.row_count for row in new] == [len(bodies[0]["items"])] * 3
