@@ -3,7 +3,12 @@
 Within a single transaction (per-provider lock held): the feed row, new and changed source
 identities, every pathway, the row issues, and the provider's *current snapshot* pointer when
 the census is at least as new as the current one. A crash at any point leaves the previous
-snapshot exactly as it was. Bulk paths only: COPY on PostgreSQL, executemany on SQLite.
+snapshot exactly as it was. Bulk paths only: COPY on PostgreSQL, one-transaction executemany
+on SQLite (ingest/feed_writes.py).
+
+`FeedLoad` runs that transaction on a thread of its own and takes the snapshot in batches, so
+the database stores batch k while the pipeline validates batch k+1: on two cores, Polars works
+on one while the database (or SQLite's C library, which releases the GIL) works on the other.
 """
 
 from __future__ import annotations
@@ -11,34 +16,28 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine
 
-from ptl.store.bulk import insert_frame, read_frame
-from ptl.store.engine import write_connection
-from ptl.store.models import CurrentSnapshot, Feed, Organisation, Pathway
+from ingest.feed_writes import IDENTITY_VALUES, FeedWrites
+from ptl.store.models import Pathway
 
 log = logging.getLogger("ptl.ingest.load")
 
-IDENTITY_VALUES = (
-    "nhs_number",
-    "nhs_number_status",
-    "family_name",
-    "given_name",
-    "date_of_birth",
-    "sex",
-    "postcode",
-)
 PATHWAY_COLUMNS = tuple(
     c.name for c in Pathway.__table__.columns if c.name not in ("id", "feed_id", "source_identity_id")
 )
 ISSUE_COLUMNS = ("row_number", "column_name", "source_column", "severity", "kind", "reason",
                  "raw_value", "raw_row")
+#: Feed columns written when the load is committed (the rest when it begins).
+_OUTCOME_COLUMNS = ("rows_read", "rows_loaded", "rows_rejected", "rows_warned", "message",
+                    "read_seconds", "validate_seconds", "load_seconds")
 
 
 @dataclass
@@ -70,36 +69,6 @@ class LoadOutcome:
     became_current: bool
 
 
-def loaded_feed_with_sha(connection: Connection, provider_code: str, sha256: str) -> int | None:
-    return connection.execute(
-        select(Feed.id).where(
-            Feed.provider_code == provider_code, Feed.sha256 == sha256, Feed.status == "loaded"
-        )
-    ).scalar()
-
-
-def _lock_provider(connection: Connection, provider_code: str) -> None:
-    """Serialise loads of one provider (SQLite: BEGIN IMMEDIATE already holds the write lock)."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                           {"key": f"ptl-feed:{provider_code}"})
-
-
-def _ensure_organisation(connection: Connection, provider_code: str) -> None:
-    insert_fn = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    connection.execute(
-        insert_fn(Organisation)
-        .values(code=provider_code, kind="other", updated_at=dt.datetime.now(dt.UTC))
-        .on_conflict_do_nothing(index_elements=["code"])
-    )
-
-
-def _insert_feed(connection: Connection, record: FeedRecord, status: str) -> int:
-    values = {k: v for k, v in record.__dict__.items()}
-    values["status"] = status
-    return int(connection.execute(insert(Feed).values(**values).returning(Feed.id)).scalar_one())
-
-
 def _issue_rows(issues: pl.DataFrame, feed_id: int) -> pl.DataFrame:
     return issues.select(
         pl.lit(feed_id, dtype=pl.Int64).alias("feed_id"),
@@ -109,166 +78,209 @@ def _issue_rows(issues: pl.DataFrame, feed_id: int) -> pl.DataFrame:
     )
 
 
+def _feed_values(record: FeedRecord, status: str) -> dict[str, Any]:
+    return {**record.__dict__, "status": status}
+
+
 def record_refused(engine: Engine, record: FeedRecord, issues: pl.DataFrame | None) -> int:
     """Write a refused feed and its row issues (nothing else is touched)."""
-    with write_connection(engine) as connection, connection.begin():
-        _ensure_organisation(connection, record.provider_code)
-        feed_id = _insert_feed(connection, record, "refused")
+    writes = FeedWrites(engine)
+    try:
+        writes.ensure_organisation(record.provider_code)
+        feed_id = writes.insert_feed(_feed_values(record, "refused"))
         if issues is not None and issues.height:
-            insert_frame(connection, "row_issue", _issue_rows(issues, feed_id))
+            writes.insert("row_issue", _issue_rows(issues, feed_id))
+    except BaseException:
+        writes.rollback()
+        raise
+    writes.commit()
     return feed_id
 
 
-def _allocate_ids(connection: Connection, count: int) -> int:
-    """Reserve `count` consecutive source_identity ids; return the first."""
-    if count == 0:
-        return 0
-    if connection.dialect.name == "postgresql":
-        # Sequences are not transactional: reserve a block under a short session lock.
-        connection.execute(text("SELECT pg_advisory_lock(hashtext('ptl-source-identity-ids'))"))
+class FeedLoad:
+    """One feed's load: a transaction on a worker thread that takes derived pathways in batches.
+
+    `FeedLoad(...)` begins at once (lock, duplicate check, feed row, the provider's existing
+    identities) while the caller maps the file; `assign_identities` gives every patient of the
+    file an id (existing, or new ones in order of local patient id); `add` stores a batch:
+    the patients it meets first (new source identities, or changed values of known ones) and
+    its pathways. At most one batch waits behind the one being stored, which bounds memory.
+    `commit` writes the row issues and the current-snapshot pointer and commits; `abort` rolls
+    everything back. The connection lives and dies on the worker thread; an error there is
+    raised again by the next call.
+
+    Batches should come in order of local patient id (the pipeline sorts them so): new
+    identities then arrive in key order and both identity indexes grow at their right edge,
+    twice as fast as random order. Any order is still correct: a patient is settled by the
+    first batch that holds one of its loaded rows, which is the first such row in file order
+    when batches are in patient order and stable.
+    """
+
+    def __init__(self, engine: Engine, record: FeedRecord) -> None:
+        assert record.census_date is not None
+        self._record = record
+        self._census: dt.date = record.census_date
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptl-feed-load")
+        self._pending: deque[Future[Any]] = deque()
+        self._writes: FeedWrites | None = None
+        self._aborted = False
+        self._existing = pl.DataFrame()
+        self._ids = pl.DataFrame()  # local_patient_id → id, every patient of the file
+        self._new_ids = pl.DataFrame()  # the ones not yet in the store
+        self._settled: list[pl.DataFrame] = []  # local ids settled by each stored batch
+        self.feed_id: int | None = None
+        self.duplicate_of: int | None = None
+        self.rows_stored = 0
+        self.store_seconds = 0.0
+        self._submit(self._begin, engine)
+
+    # -- caller's side -------------------------------------------------------------------
+    def assign_identities(self, local_patient_ids: pl.Series) -> None:
+        """Settle an id for every local patient id of the file (before the first `add`)."""
+        self._submit(self._assign, local_patient_ids)
+
+    def add(self, pathways: pl.DataFrame) -> None:
+        """Queue one batch of derived pathways (blocks while one batch already waits)."""
+        while len(self._pending) > 1:
+            self._pending.popleft().result()
+        self._submit(self._store_batch, pathways)
+
+    def commit(self, record: FeedRecord, issues: pl.DataFrame) -> LoadOutcome:
+        """Insert identities, write the issues and the current pointer, update the feed row,
+        commit."""
         try:
-            first = connection.execute(
-                text("SELECT nextval(pg_get_serial_sequence('source_identity', 'id'))")
-            ).scalar_one()
-            if count > 1:
-                connection.execute(
-                    text("SELECT setval(pg_get_serial_sequence('source_identity', 'id'), :last)"),
-                    {"last": int(first) + count - 1},
-                )
+            self._drain()
+            outcome: LoadOutcome = self._executor.submit(self._finish, record, issues).result()
+        except BaseException:
+            self.abort()
+            raise
+        self._executor.shutdown(wait=True)
+        return outcome
+
+    def abort(self) -> None:
+        """Roll back whatever was stored (errors from queued batches are dropped). Safe to call
+        more than once."""
+        if self._aborted:
+            return
+        self._aborted = True
+        for future in self._pending:
+            future.exception()
+        self._pending.clear()
+        try:
+            self._executor.submit(self._rollback).result()
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(hashtext('ptl-source-identity-ids'))"))
-        return int(first)
-    highest = connection.execute(text("SELECT COALESCE(MAX(id), 0) FROM source_identity")).scalar_one()
-    return int(highest) + 1
+            self._executor.shutdown(wait=True)
 
+    def _submit(self, work: Callable[..., Any], *args: Any) -> None:
+        def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return work(*args)
+            finally:
+                self.store_seconds += time.perf_counter() - started
 
-def _identities(connection: Connection, feed_id: int, provider_code: str,
-                census_date: dt.date, pathways: pl.DataFrame) -> pl.DataFrame:
-    """Insert new source identities, update changed ones; return local_patient_id → id."""
-    incoming = (
-        pathways.select("local_patient_id", *IDENTITY_VALUES)
-        .unique("local_patient_id", keep="first", maintain_order=True)
-    )
-    existing = read_frame(
-        connection,
-        "SELECT id, local_patient_id, " + ", ".join(IDENTITY_VALUES) + ", values_census_date "
-        "FROM source_identity WHERE provider_code = :provider",
-        {"provider": provider_code},
-        schema={"id": pl.Int64, "date_of_birth": pl.Date, "values_census_date": pl.Date},
-    )
-    joined = incoming.join(existing, on="local_patient_id", how="left", suffix="__old")
-    # In key order, so the unique (provider, local id) index grows at its right edge instead
-    # of splitting pages all over: several times faster for a first load of a big provider.
-    new = joined.filter(pl.col("id").is_null()).sort("local_patient_id")
-    first = _allocate_ids(connection, new.height)
-    new = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
-    if new.height:
-        insert_frame(
-            connection,
-            "source_identity",
-            new.select(
-                "id",
-                pl.lit(provider_code).alias("provider_code"),
-                "local_patient_id",
-                *IDENTITY_VALUES,
-                pl.lit(feed_id, dtype=pl.Int64).alias("first_feed_id"),
-                pl.lit(census_date).alias("values_census_date"),
-            ),
-        )
-    differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in IDENTITY_VALUES])
-    changed = joined.filter(
-        pl.col("id").is_not_null() & (pl.col("values_census_date") <= census_date) & differs
-    ).select("id", *IDENTITY_VALUES)
-    if changed.height:
-        _update_identities(connection, changed, census_date)
-    return pl.concat([new.select("local_patient_id", "id"),
-                      joined.filter(pl.col("id").is_not_null()).select("local_patient_id", "id")])
+        self._pending.append(self._executor.submit(timed))
 
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
-def _update_identities(connection: Connection, changed: pl.DataFrame, census_date: dt.date) -> None:
-    assignments = ", ".join(f"{c} = t.{c}" for c in IDENTITY_VALUES)
-    if connection.dialect.name == "postgresql":
-        connection.execute(text(
-            "CREATE TEMPORARY TABLE identity_change ON COMMIT DROP AS "
-            "SELECT id, " + ", ".join(IDENTITY_VALUES) + " FROM source_identity WITH NO DATA"
-        ))
-        insert_frame(connection, "identity_change", changed)
-        connection.execute(text(
-            f"UPDATE source_identity s SET {assignments}, values_census_date = :census "
-            "FROM identity_change t WHERE s.id = t.id"
-        ), {"census": census_date})
-        return
-    _sqlite_update_identities(connection, changed, census_date)
-
-
-def _sqlite_update_identities(connection: Connection, changed: pl.DataFrame, census_date: dt.date) -> None:
-    prepared = changed.with_columns(pl.col("date_of_birth").dt.strftime("%Y-%m-%d"))
-    sets = ", ".join(f"{c} = ?" for c in IDENTITY_VALUES)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.executemany(
-        f"UPDATE source_identity SET {sets}, values_census_date = '{census_date.isoformat()}' WHERE id = ?",
-        prepared.select(*IDENTITY_VALUES, "id").iter_rows(),
-    )
-
-
-def load_snapshot(
-    engine: Engine,
-    record: FeedRecord,
-    pathways: pl.DataFrame,
-    issues: pl.DataFrame,
-    progress: Callable[[str], None] | None = None,
-) -> LoadOutcome:
-    """Load a validated, derived snapshot as one feed; all or nothing."""
-    assert record.census_date is not None
-    started = time.perf_counter()
-    with write_connection(engine) as connection, connection.begin():
-        _lock_provider(connection, record.provider_code)
-        log.debug("loading snapshot", extra={"provider": record.provider_code,
-                                            "census_date": str(record.census_date),
-                                            "rows": pathways.height})
-        duplicate = loaded_feed_with_sha(connection, record.provider_code, record.sha256)
+    # -- worker thread -------------------------------------------------------------------
+    def _begin(self, engine: Engine) -> None:
+        self._writes = writes = FeedWrites(engine)
+        record = self._record
+        writes.lock_provider(record.provider_code)
+        duplicate = writes.loaded_feed_with_sha(record.provider_code, record.sha256)
         if duplicate is not None:
-            return LoadOutcome(feed_id=duplicate, duplicate=True, became_current=False)
-        _ensure_organisation(connection, record.provider_code)
-        feed_id = _insert_feed(connection, record, "loaded")
-        ids = _identities(connection, feed_id, record.provider_code, record.census_date, pathways)
+            self.duplicate_of = duplicate
+            return
+        writes.ensure_organisation(record.provider_code)
+        self.feed_id = writes.insert_feed(_feed_values(record, "loaded"))
+        self._existing = writes.existing_identities(record.provider_code)
+        log.debug("load begun", extra={"feed_id": self.feed_id, "provider": record.provider_code,
+                                       "existing_identities": self._existing.height})
+
+    def _assign(self, local_patient_ids: pl.Series) -> None:
+        if self.duplicate_of is not None:
+            return
+        assert self._writes is not None
+        patients = local_patient_ids.drop_nulls().unique().to_frame("local_patient_id")
+        new = patients.join(self._existing, on="local_patient_id", how="anti").sort("local_patient_id")
+        first = self._writes.allocate_identity_ids(new.height)
+        # An id for a patient whose every row is then rejected stays unused: a gap, like any
+        # sequence's.
+        self._new_ids = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
+        self._ids = pl.concat([self._existing.select("local_patient_id", "id"), self._new_ids])
+
+    def _store_batch(self, pathways: pl.DataFrame) -> None:
+        if self.duplicate_of is not None or pathways.height == 0:
+            return
+        assert self._writes is not None and self.feed_id is not None
+        self._store_identities(pathways)
         rows = (
-            pathways.join(ids.rename({"id": "source_identity_id"}), on="local_patient_id", how="left")
-            .select(pl.lit(feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id", *PATHWAY_COLUMNS)
+            pathways.join(self._ids.rename({"id": "source_identity_id"}), on="local_patient_id",
+                          how="left")
+            .select(pl.lit(self.feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id",
+                    *PATHWAY_COLUMNS)
         )
-        total = rows.height
+        self._writes.insert("pathway", rows)
+        self.rows_stored += rows.height
+        log.debug("pathways stored", extra={"feed_id": self.feed_id, "rows": self.rows_stored})
 
-        def report(done: int) -> None:
-            if progress:
-                progress(f"loading pathways {done:,}/{total:,}")
+    def _store_identities(self, pathways: pl.DataFrame) -> None:
+        """The batch's patients not settled by an earlier batch: new ones are inserted (values
+        from the patient's first loaded row), known ones updated where values changed (an
+        older census never overwrites a newer one's)."""
+        assert self._writes is not None and self.feed_id is not None
+        writes, census = self._writes, self._census
+        values = pathways.select("local_patient_id", *IDENTITY_VALUES).unique(
+            "local_patient_id", keep="first", maintain_order=True
+        )
+        if self._settled:
+            values = values.join(pl.concat(self._settled), on="local_patient_id", how="anti")
+        self._settled.append(values.select("local_patient_id"))
+        new = values.join(self._new_ids, on="local_patient_id", how="inner").sort("id")
+        if new.height:
+            writes.insert(
+                "source_identity",
+                new.select(
+                    "id",
+                    pl.lit(self._record.provider_code).alias("provider_code"),
+                    "local_patient_id",
+                    *IDENTITY_VALUES,
+                    pl.lit(self.feed_id, dtype=pl.Int64).alias("first_feed_id"),
+                    pl.lit(census).alias("values_census_date"),
+                ),
+            )
+        differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in IDENTITY_VALUES])
+        changed = (
+            values.join(self._existing, on="local_patient_id", how="inner", suffix="__old")
+            .filter((pl.col("values_census_date") <= census) & differs)
+            .select("id", *IDENTITY_VALUES)
+        )
+        if changed.height:
+            writes.update_identities(changed, census)
 
-        insert_frame(connection, "pathway", rows, progress=report)
+    def _finish(self, record: FeedRecord, issues: pl.DataFrame) -> LoadOutcome:
+        writes = self._writes
+        assert writes is not None
+        if self.duplicate_of is not None:
+            self._rollback()  # nothing was written
+            return LoadOutcome(feed_id=self.duplicate_of, duplicate=True, became_current=False)
+        assert self.feed_id is not None
+        started = time.perf_counter()
         if issues.height:
-            insert_frame(connection, "row_issue", _issue_rows(issues, feed_id))
-        became_current = _advance_current(connection, record.provider_code, feed_id, record.census_date)
-        connection.execute(
-            update(Feed).where(Feed.id == feed_id).values(load_seconds=time.perf_counter() - started)
-        )
-    return LoadOutcome(feed_id=feed_id, duplicate=False, became_current=became_current)
+            writes.insert("row_issue", _issue_rows(issues, self.feed_id))
+        # A census older than the provider's current one is history: it does not become current.
+        current = writes.current_census(record.provider_code)
+        became_current = current is None or self._census >= current
+        if became_current:
+            writes.set_current(record.provider_code, self.feed_id, self._census)
+        record.load_seconds = self.store_seconds + time.perf_counter() - started
+        writes.update_feed(self.feed_id, {name: getattr(record, name) for name in _OUTCOME_COLUMNS})
+        writes.commit()
+        return LoadOutcome(feed_id=self.feed_id, duplicate=False, became_current=became_current)
 
-
-def _advance_current(connection: Connection, provider_code: str, feed_id: int, census: dt.date) -> bool:
-    """Make this feed current unless the provider already has a newer census (history load)."""
-    current = connection.execute(
-        select(CurrentSnapshot.census_date).where(CurrentSnapshot.provider_code == provider_code)
-    ).scalar()
-    if current is not None and census < current:
-        return False
-    insert_fn = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert_fn(CurrentSnapshot).values(
-        provider_code=provider_code, feed_id=feed_id, census_date=census,
-        updated_at=dt.datetime.now(dt.UTC),
-    )
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["provider_code"],
-            set_={"feed_id": statement.excluded.feed_id, "census_date": statement.excluded.census_date,
-                  "updated_at": statement.excluded.updated_at},
-        )
-    )
-    return True
+    def _rollback(self) -> None:
+        if self._writes is not None:
+            self._writes.rollback()

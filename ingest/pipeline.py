@@ -2,6 +2,12 @@
 
 `ingest_file` is what the CLI, the HTTP upload and the scheduled sources all call, so every
 route answers the same way: loaded, refused (with the reason, nothing loaded) or duplicate.
+
+The file is read and mapped whole, what needs the whole file is settled once (provider, census
+date, each date column's format, duplicate pathway keys, the postcode lookup), then rows are
+validated and derived in batches that `FeedLoad` stores on its own thread while the next batch
+is checked. Nothing is committed until every row has been seen: a file refused for too many
+rejections, or any failure, rolls the whole load back.
 """
 
 from __future__ import annotations
@@ -20,15 +26,20 @@ from sqlalchemy import Engine
 
 from ingest.derive import derive
 from ingest.errors import FeedRefused
-from ingest.load import FeedRecord, load_snapshot, loaded_feed_with_sha, record_refused
+from ingest.feed_writes import loaded_feed_with_sha
+from ingest.load import FeedLoad, FeedRecord, record_refused
 from ingest.profiles import Profile, load_profile
 from ingest.read import file_format_of, read_extract
-from ingest.validate import map_columns, validate
+from ingest.validate import ROW, display_postcode, map_columns, plan_validation, validate_batch
 from ptl.refdata.imd import imd_lookup
 from ptl.refdata.postcodes import postcode_lookup
 from ptl.settings import Settings
 
 log = logging.getLogger("ptl.ingest")
+
+#: Rows validated and stored per batch: small enough that storing one batch overlaps checking
+#: the next for most of the file, large enough that per-batch overhead stays negligible.
+BATCH_ROWS = 100_000
 
 
 @dataclass
@@ -98,6 +109,7 @@ def ingest_file(
     settings: Settings | None = None,
     progress: Callable[[str], None] | None = None,
     filename: str | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> IngestResult:
     """Ingest one extract for one provider. Raises `ProfileError` for a broken profile; every
     problem with the file itself is answered as a refused result, never an exception."""
@@ -113,6 +125,7 @@ def ingest_file(
         profile=resolved.name, source=source, census_date=census_date,
     )
     issues: pl.DataFrame | None = None
+    load: FeedLoad | None = None
     try:
         record.file_format = file_format_of(path)
         try:
@@ -131,34 +144,69 @@ def ingest_file(
         del data
         record.read_seconds = time.perf_counter() - t0
 
-        say(f"validating {extract.frame.height:,} rows")
         t0 = time.perf_counter()
         mapped = map_columns(extract.frame, resolved, filename=name, provider_code=provider_code,
                              census_date=census_date)
         record.census_date = mapped.census_date
-        checked = validate(mapped, resolved, extract.row_offset, extract.frame)
-        issues = checked.issues
-        record.rows_read = checked.rows_read
-        record.rows_rejected = checked.rows_rejected
-        record.rows_warned = checked.rows_warned
-        record.rows_loaded = checked.rows_read - checked.rows_rejected
-        share = checked.rows_rejected / checked.rows_read
+        load = FeedLoad(engine, record)  # begins (and reads known identities) meanwhile
+        load.assign_identities(mapped.frame.get_column("local_patient_id"))
+        plan = plan_validation(mapped, resolved, extract.row_offset)
+        with engine.connect() as connection:
+            in_file = mapped.frame.get_column("postcode").drop_nulls().unique().to_frame()
+            postcodes = postcode_lookup(connection, in_file.select(
+                display_postcode(pl.col("postcode").str.to_uppercase().str.replace_all(r"\s", ""))
+            ).to_series()).unique("postcode")
+            imd = imd_lookup(connection)
+        checking = time.perf_counter() - t0
+        total = mapped.frame.height
+        allowed = int(total * settings.max_rejected_share)
+        parts: list[pl.DataFrame] = []
+        # Rows are checked and stored in order of local patient id (stably, so each patient's
+        # rows keep their file order): new identities then reach the store in key order, and
+        # both identity indexes grow at their right edge batch after batch.
+        order = (
+            mapped.frame.select("local_patient_id", ROW)
+            .sort("local_patient_id", ROW, nulls_last=True)
+            .get_column(ROW)
+        )
+        for first in range(0, total, batch_rows):
+            say(f"validating and loading rows {first + 1:,}-{min(first + batch_rows, total):,} of {total:,}")
+            t0 = time.perf_counter()
+            checked = validate_batch(mapped.frame[order.slice(first, batch_rows)], mapped.source_columns,
+                                     plan, extract.frame)
+            parts.append(checked.issues)
+            record.rows_read += checked.rows_read
+            record.rows_rejected += checked.rows_rejected
+            record.rows_warned += checked.rows_warned
+            if record.rows_rejected > allowed:
+                checking += time.perf_counter() - t0
+                continue  # the file will be refused: keep counting, stop storing
+            pathways = derive(checked.clean, record.census_date, postcodes, imd)
+            checking += time.perf_counter() - t0
+            load.add(pathways)
+        issues = pl.concat(parts).sort("row", "severity", "column")  # batches go in patient order
+        record.rows_loaded = record.rows_read - record.rows_rejected
+        record.validate_seconds = checking  # the store works meanwhile: see FeedLoad
+        share = record.rows_rejected / record.rows_read
         if share > settings.max_rejected_share:
             raise FeedRefused(
-                f"{name}: {checked.rows_rejected:,} of {checked.rows_read:,} rows "
+                f"{name}: {record.rows_rejected:,} of {record.rows_read:,} rows "
                 f"({share:.0%}) were rejected, more than the {settings.max_rejected_share:.0%} "
                 "allowed; the previous snapshot stays current. Fix the commonest problems "
                 "(see the rejections) and send the file again",
                 kind="too_many_rejected",
             )
-        del extract, mapped  # the raw text is no longer needed: free it before deriving
-        with engine.connect() as connection:
-            postcodes = postcode_lookup(connection, checked.clean.get_column("postcode"))
-            imd = imd_lookup(connection)
-        pathways = derive(checked.clean, record.census_date, postcodes, imd)
-        del checked
-        record.validate_seconds = time.perf_counter() - t0
+        record.message = (
+            f"loaded {record.rows_loaded:,} of {record.rows_read:,} rows"
+            + (f"; {record.rows_rejected:,} rejected" if record.rows_rejected else "")
+            + (f"; {record.rows_warned:,} with warnings" if record.rows_warned else "")
+        )
+        say(f"committing {record.rows_loaded:,} pathways")
+        outcome = load.commit(record, issues)
+        load = None
     except FeedRefused as refusal:
+        if load is not None:
+            load.abort()
         record.message = str(refusal)
         record.rows_loaded = 0
         feed_id = record_refused(engine, record, issues)
@@ -172,13 +220,11 @@ def ingest_file(
             rejections=_issue_list(issues, "rejected") if issues is not None else [],
             warnings=_issue_list(issues, "warning") if issues is not None else [],
         )
+    except BaseException:
+        if load is not None:
+            load.abort()
+        raise
 
-    record.message = (
-        f"loaded {record.rows_loaded:,} of {record.rows_read:,} rows"
-        + (f"; {record.rows_rejected:,} rejected" if record.rows_rejected else "")
-        + (f"; {record.rows_warned:,} with warnings" if record.rows_warned else "")
-    )
-    outcome = load_snapshot(engine, record, pathways, issues, progress=say)
     if outcome.duplicate:
         return _duplicate(provider_code, name, outcome.feed_id, started)
     seconds = time.perf_counter() - started

@@ -12,6 +12,7 @@ declared) raise `FeedRefused`: nothing is loaded.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -110,8 +111,7 @@ def map_columns(
         if name in matched:
             header = matched[name]
             source_columns[name] = header
-            text = pl.col(header).cast(pl.String).str.strip_chars()
-            exprs.append(pl.when(text == "").then(None).otherwise(text).alias(name))
+            exprs.append(pl.col(header).cast(pl.String).str.strip_chars().alias(name))
         elif name in profile.defaults:
             source_columns[name] = "(profile default)"
             exprs.append(pl.lit(profile.defaults[name], dtype=pl.String).alias(name))
@@ -119,6 +119,12 @@ def map_columns(
             source_columns[name] = "(not supplied)"
             exprs.append(pl.lit(None, dtype=pl.String).alias(name))
     frame = extract_frame.select(exprs)
+    # A blank cell is no value (CSV empty fields are null already; spaces and XLSX are not).
+    text_columns = [name for name in matched if name in frame.columns]
+    has_blank = frame.select((pl.col(name) == "").any() for name in text_columns).row(0) if text_columns else ()
+    blank = [name for name, found in zip(text_columns, has_blank, strict=True) if found]
+    if blank:
+        frame = frame.with_columns(pl.when(pl.col(name) != "").then(pl.col(name)).alias(name) for name in blank)
     for name, mapping in profile.values.items():
         frame = frame.with_columns(pl.col(name).replace(mapping))
 
@@ -232,46 +238,62 @@ def _reason(bad: pl.Expr, template: str, *args: pl.Expr) -> tuple[pl.Expr, pl.Ex
     return bad, pl.format(template, *args) if args else pl.lit(template)
 
 
+def _spellings() -> dict[str, Callable[[pl.Expr], pl.Expr]]:
+    """Canonical spelling of each code column's values (applied per distinct value)."""
+    return {
+        "treatment_function_code": lambda c: c.str.to_uppercase().str.strip_prefix("C_"),
+        "waiting_list_type": lambda c: c.str.to_uppercase().str.replace_all(r"\s", "")
+        .replace(codes.WAITING_LIST_TYPE_SYNONYMS),
+        "clinical_priority": lambda c: c.str.to_uppercase().str.replace_all(r"\s", "")
+        .replace(_CLINICAL_PRIORITY_FORMS),
+        "asa_grade": lambda c: c.str.to_uppercase().str.replace_all(r"ASA|\s", "").str.replace(r"\.0+$", ""),
+        "nhs_number_status": lambda c: pl.when(c.str.len_chars() == 1).then("0" + c).otherwise(c),
+        "ethnic_category": lambda c: c.str.to_uppercase(),
+        "sex": lambda c: c.str.to_uppercase(),
+        "postcode": lambda c: c.str.to_uppercase().str.replace_all(r"\s", ""),
+        "lsoa11": lambda c: c.str.to_uppercase(),
+        "site_code": lambda c: c.str.to_uppercase(),
+        "pathway_id_issuer": lambda c: c.str.to_uppercase(),
+        "procedure_code": lambda c: c.str.to_uppercase().str.replace_all(r"[.\s]", ""),
+        "travel_willingness": lambda c: c.str.to_uppercase().replace(_TRAVEL_FORMS),
+        "priority_type": lambda c: c.str.strip_chars_start("0"),
+        "intended_management": lambda c: c.str.strip_chars_start("0"),
+        "learning_disability": lambda c: c.str.to_uppercase(),
+        "interpreter_required": lambda c: c.str.to_uppercase(),
+    }
+
+
 def _normalised(frame: pl.DataFrame) -> pl.DataFrame:
-    """Canonical spellings of codes so the code-list checks see one form."""
-    upper = pl.col
-    tfc = upper("treatment_function_code").str.to_uppercase().str.strip_prefix("C_")
-    wlt = upper("waiting_list_type").str.to_uppercase().str.replace_all(r"\s", "")
-    priority = upper("clinical_priority").str.to_uppercase().str.replace_all(r"\s", "")
-    asa = upper("asa_grade").str.to_uppercase().str.replace_all(r"ASA|\s", "").str.replace(r"\.0+$", "")
-    status = upper("nhs_number_status")
-    return frame.with_columns(
-        tfc.alias("treatment_function_code"),
-        wlt.replace(codes.WAITING_LIST_TYPE_SYNONYMS).alias("waiting_list_type"),
-        priority.replace(_CLINICAL_PRIORITY_FORMS).alias("clinical_priority"),
-        asa.alias("asa_grade"),
-        pl.when(status.str.len_chars() == 1).then("0" + status).otherwise(status).alias("nhs_number_status"),
-        upper("nhs_number").str.replace_all(r"[\s-]", "").alias("nhs_number"),
-        upper("ethnic_category").str.to_uppercase().alias("ethnic_category"),
-        upper("sex").str.to_uppercase().alias("sex"),
-        upper("postcode").str.to_uppercase().str.replace_all(r"\s", "").alias("postcode"),
-        upper("lsoa11").str.to_uppercase().alias("lsoa11"),
-        upper("site_code").str.to_uppercase().alias("site_code"),
-        upper("pathway_id_issuer").str.to_uppercase().alias("pathway_id_issuer"),
-        upper("procedure_code").str.to_uppercase().str.replace_all(r"[.\s]", "").alias("procedure_code"),
-        upper("travel_willingness").str.to_uppercase().replace(_TRAVEL_FORMS).alias("travel_willingness"),
-        upper("priority_type").str.strip_chars_start("0").alias("priority_type"),
-        upper("intended_management").str.strip_chars_start("0").alias("intended_management"),
-        upper("learning_disability").str.to_uppercase().alias("learning_disability"),
-        upper("interpreter_required").str.to_uppercase().alias("interpreter_required"),
-    )
+    """Canonical spellings of codes so the code-list checks see one form.
+
+    Code columns hold few distinct values, so each spelling rule runs over the distinct values
+    and only the values it changes are replaced (most files need no change at all): several
+    times cheaper than rewriting every row's text."""
+    exprs = [pl.col("nhs_number").str.replace_all(r"[\s-]", "").alias("nhs_number")]
+    for name, spelling in _spellings().items():
+        values = frame.get_column(name).drop_nulls().unique()
+        canonical = values.to_frame().select(spelling(pl.col(name))).to_series()
+        changed = values.ne_missing(canonical)
+        if changed.any():
+            exprs.append(pl.col(name).replace(values.filter(changed), canonical.filter(changed)).alias(name))
+    return frame.with_columns(exprs)
 
 
-def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
+def nhs_number_valid(numbers: pl.Series) -> pl.Series:
     """Modulus-11 check digit over a 10-digit text column (the rule of the `nhs-number`
-    package, vectorised with integer arithmetic; tests check the two agree)."""
-    value = number.cast(pl.Int64, strict=False)
-    digit = [(value // 10 ** (9 - i)) % 10 for i in range(10)]
+    package, vectorised with integer arithmetic; tests check the two agree). Staged as
+    columns so the text is parsed once and each digit extracted once."""
+    frame = numbers.to_frame("number").with_columns(
+        pl.col("number").cast(pl.Int64, strict=False).alias("value")
+    )
+    value = pl.col("value")
+    frame = frame.with_columns([((value // 10 ** (9 - i)) % 10).alias(f"d{i}") for i in range(10)])
+    digit = [pl.col(f"d{i}") for i in range(10)]
     total = digit[0] * 10
     for i in range(1, 9):
         total = total + digit[i] * (10 - i)
-    check = 11 - (total % 11)
-    check = pl.when(check == 11).then(0).otherwise(check)
+    frame = frame.with_columns((11 - (total % 11)).alias("check"))
+    check = pl.when(pl.col("check") == 11).then(0).otherwise(pl.col("check"))
     # Scottish CHI numbers (0100000000-3112999999) begin with the date of birth as DDMMYY.
     chi = value.is_between(100_000_000, 3_112_999_999)
     day, month, year = digit[0] * 10 + digit[1], digit[2] * 10 + digit[3], digit[4] * 10 + digit[5]
@@ -281,14 +303,21 @@ def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
         .otherwise(31)
     )
     chi_date_ok = month.is_between(1, 12) & (day >= 1) & (day <= month_days)
-    return (
-        (number.str.len_bytes() == 10)
-        & value.is_not_null()
-        & (value >= 0)
-        & (check != 10)
-        & (check == digit[9])
-        & (~chi | chi_date_ok)
-    )
+    return frame.select(
+        (
+            (pl.col("number").str.len_bytes() == 10)
+            & value.is_not_null()
+            & (value >= 0)
+            & (check != 10)
+            & (check == digit[9])
+            & (~chi | chi_date_ok)
+        ).alias(numbers.name)
+    ).to_series()
+
+
+def nhs_number_valid_expr(number: pl.Expr) -> pl.Expr:
+    """`nhs_number_valid` as an expression (true, false, or null for a null number)."""
+    return number.map_batches(nhs_number_valid, return_dtype=pl.Boolean)
 
 
 def nhs_number_placeholder_expr(number: pl.Expr) -> pl.Expr:
@@ -357,19 +386,18 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
                                  "waiting list: correct the status or remove the pathway",
                                  col("rtt_status"))))
     checks.append(_Check("pathway_id", "duplicate_pathway_key", "rejected",
-                         *_reason(col("__dup_rows").is_not_null(),
+                         *_reason(col("__duplicate"),
                                  "pathway {} is in this file more than once (rows {}); every copy "
                                  "is rejected: send each open pathway once",
                                  col("pathway_id"), col("__dup_rows"))))
     # Warnings: the row loads, the value is blanked.
     number = col("nhs_number")
     checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
-                         *_reason(number.is_not_null() & nhs_number_placeholder_expr(number),
+                         *_reason(number.is_not_null() & col("__nhs_placeholder"),
                                  "the NHS number is a placeholder, not a real number: blanked "
                                  "(the pathway is loaded)")))
     checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
-                         *_reason(number.is_not_null() & ~nhs_number_placeholder_expr(number)
-                                 & ~nhs_number_valid_expr(number).fill_null(False),
+                         *_reason(number.is_not_null() & ~col("__nhs_placeholder") & ~col("__nhs_valid"),
                                  "the NHS number fails the modulus-11 check digit: blanked "
                                  "(the pathway is loaded)")))
     code_check("ethnic_category", codes.ETHNIC_CATEGORIES,
@@ -395,40 +423,81 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
     return checks
 
 
-def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
-    """Check every row; return the rows that load (typed) and every issue found."""
-    frame = _normalised(mapped.frame)
+@dataclass(frozen=True)
+class FilePlan:
+    """What is settled over the whole file before its rows are checked batch by batch."""
+
+    census_date: dt.date
+    #: date column → (its one format or None when unclear, whether values carry a time)
+    date_formats: dict[str, tuple[str | None, bool]]
+    #: ROW → "__dup_rows" (the rows, as a person numbers them, sharing its pathway key)
+    duplicate_rows: pl.DataFrame
+    row_offset: int
+
+
+def plan_validation(mapped: Mapped, profile: Profile, row_offset: int) -> FilePlan:
+    """Settle what needs the whole file: each date column's format and duplicate pathway keys."""
+    frame = mapped.frame
     formats = {
         name: column_date_format(frame.get_column(name), profile.date_format)
         for name in DATE_FIELDS if name != "census_date"
     }
+    keys = frame.select(
+        ROW,
+        pl.col("pathway_id"),
+        pl.col("pathway_id_issuer").str.to_uppercase().fill_null(pl.col("provider_code"))
+        .alias("pathway_id_issuer"),
+    ).filter(pl.col("pathway_id").is_not_null())
+    key = ["pathway_id_issuer", "pathway_id"]
+    repeated = keys.filter(pl.len().over(key) > 1)
+    duplicate_rows = repeated.join(
+        repeated.group_by(key).agg(
+            (pl.col(ROW) + row_offset).sort().head(10).cast(pl.String).str.join(", ").alias("__dup_rows")
+        ),
+        on=key,
+    ).select(ROW, "__dup_rows")
+    return FilePlan(census_date=mapped.census_date, date_formats=formats,
+                    duplicate_rows=duplicate_rows, row_offset=row_offset)
+
+
+def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
+    """Check every row of a whole file; return the rows that load (typed) and every issue."""
+    plan = plan_validation(mapped, profile, row_offset)
+    return validate_batch(mapped.frame, mapped.source_columns, plan, source_frame)
+
+
+def validate_batch(
+    batch: pl.DataFrame,
+    source_columns: dict[str, str],
+    plan: FilePlan,
+    source_frame: pl.DataFrame,
+) -> Validated:
+    """Check the rows of one batch of a mapped file: any rows, in any order (ROW holds each
+    row's 0-based place in the file; `source_frame` is the whole file as read, for quoting
+    rejected rows as they were sent)."""
+    frame = _normalised(batch)
     frame = frame.with_columns(
         pl.col("pathway_id_issuer").fill_null(pl.col("provider_code")),
-        pl.lit(mapped.census_date).alias("census_date__date"),
+        pl.lit(plan.census_date).alias("census_date__date"),
         *[parse_date_column(pl.col(name), fmt, has_time).alias(f"{name}__date")
-          for name, (fmt, has_time) in formats.items()],
+          for name, (fmt, has_time) in plan.date_formats.items()],
     )
-    key = ["pathway_id_issuer", "pathway_id"]
-    duplicates = (
-        frame.filter(pl.col("pathway_id").is_not_null())
-        .group_by(key)
-        .agg((pl.col(ROW) + row_offset).sort().head(10).cast(pl.String).str.join(", ").alias("__dup_rows"),
-             pl.len().alias("__copies"))
-        .filter(pl.col("__copies") > 1)
-        .drop("__copies")
+    frame = frame.with_columns(pl.col(ROW).is_in(plan.duplicate_rows.get_column(ROW)).alias("__duplicate"))
+    # Computed once as columns: the check-digit arithmetic is referenced by two rules.
+    frame = frame.with_columns(
+        nhs_number_valid_expr(pl.col("nhs_number")).fill_null(False).alias("__nhs_valid"),
+        nhs_number_placeholder_expr(pl.col("nhs_number")).alias("__nhs_placeholder"),
     )
-    frame = frame.join(duplicates, on=key, how="left", maintain_order="left")
 
-    checks = _checks({name: fmt for name, (fmt, _) in formats.items()}, mapped.census_date)
+    checks = _checks({name: fmt for name, (fmt, _) in plan.date_formats.items()}, plan.census_date)
     # Cheap pass over every row: does any rule fire? Reasons are built only for those rows.
     any_bad = frame.select(pl.any_horizontal([c.bad.fill_null(False) for c in checks])).to_series()
-    suspects = frame.filter(any_bad)
-    wide = suspects.select(
+    suspects = frame.filter(any_bad).join(plan.duplicate_rows, on=ROW, how="left", maintain_order="left")
+    flagged = suspects.select(
         pl.col(ROW),
         *[pl.when(c.bad.fill_null(False)).then(c.reason).otherwise(None).alias(f"c{i}")
           for i, c in enumerate(checks)],
     )
-    flagged = wide
     meta = pl.DataFrame(
         {
             "check": [f"c{i}" for i in range(len(checks))],
@@ -444,32 +513,30 @@ def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl
         .drop("check")
     )
     raw_values = (
-        mapped.frame.join(flagged.select(ROW), on=ROW, how="semi")
+        batch.join(flagged.select(ROW), on=ROW, how="semi")
         .unpivot(index=ROW, variable_name="column", value_name="raw_value")
     )
     long = long.join(raw_values, on=[ROW, "column"], how="left")
     rejected_rows = long.filter(pl.col("severity") == "rejected").select(ROW).unique()
-    raw_rows = (
-        source_frame.with_row_index(ROW)
-        .with_columns(pl.col(ROW).cast(pl.Int64))
-        .join(rejected_rows, on=ROW, how="semi")
-        .select(ROW, pl.struct(pl.all().exclude(ROW)).struct.json_encode().alias("raw_row"))
-    )
+    rejected_at = rejected_rows.get_column(ROW).sort()
+    raw_rows = source_frame.select(
+        pl.struct(pl.all().gather(rejected_at)).struct.json_encode().alias("raw_row")
+    ).with_columns(rejected_at.alias(ROW))
     sources = pl.DataFrame(
-        {"column": list(mapped.source_columns), "source_column": list(mapped.source_columns.values())}
+        {"column": list(source_columns), "source_column": list(source_columns.values())}
     )
     issues = (
         long.join(raw_rows, on=ROW, how="left")
         .join(sources, on="column", how="left")
         .with_columns(
             pl.when(pl.col("severity") == "rejected").then(pl.col("raw_row")).otherwise(None).alias("raw_row"),
-            (pl.col(ROW) + row_offset).cast(pl.Int64).alias("row"),
+            (pl.col(ROW) + plan.row_offset).cast(pl.Int64).alias("row"),
         )
         .select("row", "column", "source_column", "severity", "kind", "reason", "raw_value", "raw_row", ROW)
         .sort("row", "severity", "column")
     )
     warned = issues.filter(pl.col("severity") == "warning")
-    clean = frame.join(rejected_rows, on=ROW, how="anti")
+    clean = frame.filter(~pl.col(ROW).is_in(rejected_rows.get_column(ROW)))
     clean = _typed(clean, warned)
     rows_rejected = rejected_rows.height
     rows_warned = warned.join(rejected_rows, on=ROW, how="anti").select(ROW).n_unique()
@@ -484,21 +551,15 @@ def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl
 
 def _typed(clean: pl.DataFrame, warned: pl.DataFrame) -> pl.DataFrame:
     """Typed canonical columns; values that drew a warning are blanked."""
-    blanked = warned.select(ROW, "column").unique().with_columns(pl.lit(True).alias("__blank"))
-    out = clean
-    for column in blanked.get_column("column").unique().to_list():
-        if column == "rtt_start_date":
-            continue  # unknown clock start: already empty
-        rows = blanked.filter(pl.col("column") == column).select(ROW, "__blank")
-        out = (
-            out.join(rows, on=ROW, how="left")
-            .with_columns(pl.when(pl.col("__blank")).then(None).otherwise(pl.col(column)).alias(column))
-            .drop("__blank")
-        )
+    blanked = warned.select(ROW, "column").unique()
+    out = clean.with_columns(
+        pl.when(pl.col(ROW).is_in(rows.get_column(ROW))).then(None).otherwise(pl.col(column)).alias(column)
+        for (column,), rows in blanked.group_by("column")
+        if column != "rtt_start_date"  # unknown clock start: already empty
+    )
     boolean = {name: pl.when(pl.col(name).is_in(_TRUE)).then(True)
                .when(pl.col(name).is_in(_FALSE)).then(False).otherwise(None)
                for name in ("learning_disability", "interpreter_required")}
-    postcode = pl.col("postcode")
     return out.select(
         ROW,
         *[pl.col(f"{name}__date").alias(name) for name in DATE_FIELDS],
@@ -507,8 +568,15 @@ def _typed(clean: pl.DataFrame, warned: pl.DataFrame) -> pl.DataFrame:
         pl.col("asa_grade").cast(pl.Int16, strict=False),
         pl.col("bmi").str.replace(",", ".").cast(pl.Float64, strict=False),
         *[expr.alias(name) for name, expr in boolean.items()],
+        display_postcode(pl.col("postcode")).alias("postcode"),
+    )
+
+
+def display_postcode(postcode: pl.Expr) -> pl.Expr:
+    """'LS11AB' → 'LS1 1AB' (outward code, space, inward code), as the lookup holds them."""
+    return (
         pl.when(postcode.is_not_null())
         .then(postcode.str.slice(0, postcode.str.len_chars() - 3) + " " + postcode.str.slice(-3))
-        .alias("postcode"),
+        .alias("postcode")
     )
 

@@ -31,3 +31,36 @@ def test_models_and_migrations_agree(store_engine: Engine) -> None:
         diff = [d for d in compare_metadata(context, Base.metadata)
                 if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "apscheduler_jobs")]
     assert diff == []
+
+
+def test_bulk_insert_round_trips_every_value_on_both_backends(store_engine: Engine) -> None:
+    """`insert_frame` writes constant columns once (as literals on SQLite): single rows,
+    identical rows, quotes, nulls, dates and booleans must all come back as written."""
+    import datetime as dt
+
+    import polars as pl
+
+    from ptl.store.bulk import insert_frame, read_frame
+
+    schema = {"id": pl.Int64, "values_census_date": pl.Date, "date_of_birth": pl.Date}
+    frames = [
+        pl.DataFrame({"id": [1], "provider_code": ["RXX"], "local_patient_id": ["O'Brien"],
+                      "date_of_birth": [dt.date(1950, 1, 2)]}),
+        pl.DataFrame({"id": [2, 3, 4], "provider_code": ["RXX"] * 3, "local_patient_id": ["a", "b", "c"],
+                      "date_of_birth": [None, None, None]}, schema_overrides={"date_of_birth": pl.Date}),
+    ]
+    with store_engine.connect() as connection, connection.begin():
+        for frame in frames:
+            insert_frame(connection, "source_identity", frame.with_columns(
+                pl.lit(7, dtype=pl.Int64).alias("first_feed_id"),
+                pl.lit(dt.date(2024, 6, 30)).alias("values_census_date"),
+                pl.lit(None, dtype=pl.String).alias("nhs_number"),
+            ))
+    with store_engine.connect() as connection:
+        back = read_frame(connection, "SELECT id, provider_code, local_patient_id, nhs_number, date_of_birth, "
+                          "first_feed_id, values_census_date FROM source_identity ORDER BY id", schema=schema)
+    assert back.get_column("local_patient_id").to_list() == ["O'Brien", "a", "b", "c"]
+    assert back.get_column("date_of_birth").to_list() == [dt.date(1950, 1, 2), None, None, None]
+    assert back.get_column("values_census_date").to_list() == [dt.date(2024, 6, 30)] * 4
+    assert back.get_column("nhs_number").null_count() == 4
+    assert back.get_column("first_feed_id").cast(pl.Int64).to_list() == [7] * 4

@@ -47,21 +47,47 @@ def insert_frame(
                 if progress:
                     progress(min(offset + COPY_BATCH_ROWS, frame.height))
         return frame.height
-    # SQLite stores dates as ISO text and booleans as 0/1 (SQLAlchemy's conventions).
-    prepared = frame.with_columns(
+    prepared = _sqlite_values(frame)
+    # Python binds every value of every row: a column holding one value throughout (the feed,
+    # the provider, the census; a field nobody filled) is written once, as a literal.
+    constant = {name: value for name, value in zip(
+        prepared.columns,
+        prepared.select(pl.all().n_unique() == 1).row(0),
+        strict=True,
+    ) if value}
+    literals = {name: _sql_literal(prepared.get_column(name)[0]) for name in constant}
+    bound = [name for name in prepared.columns if name not in literals]
+    values = ", ".join(literals.get(name, "?") for name in prepared.columns)
+    cursor = _dbapi(connection).cursor()
+    sql = f'INSERT INTO "{table}" ({columns}) VALUES ({values})'
+    for offset in range(0, prepared.height, COPY_BATCH_ROWS):
+        batch = prepared.slice(offset, COPY_BATCH_ROWS)
+        cursor.executemany(sql, batch.select(bound).iter_rows() if bound else [()] * batch.height)
+        if progress:
+            progress(min(offset + COPY_BATCH_ROWS, prepared.height))
+    return frame.height
+
+
+def _sql_literal(value: object) -> str:
+    """A SQLite literal for a value of a stored column (text quoted, quotes doubled)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns as SQLAlchemy stores them in SQLite: dates as ISO text, datetimes as
+    'YYYY-MM-DD HH:MM:SS.ffffff', booleans as 0/1."""
+    return frame.with_columns(
         [pl.col(n).dt.strftime("%Y-%m-%d") for n, t in frame.schema.items() if t == pl.Date]
         + [pl.col(n).cast(pl.Int8) for n, t in frame.schema.items() if t == pl.Boolean]
         + [pl.col(n).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") for n, t in frame.schema.items()
            if isinstance(t, pl.Datetime)]
     )
-    placeholders = ", ".join("?" for _ in frame.columns)
-    cursor = _dbapi(connection).cursor()
-    sql = f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders})'
-    for offset in range(0, prepared.height, COPY_BATCH_ROWS):
-        cursor.executemany(sql, prepared.slice(offset, COPY_BATCH_ROWS).iter_rows())
-        if progress:
-            progress(min(offset + COPY_BATCH_ROWS, prepared.height))
-    return frame.height
 
 
 def read_frame(

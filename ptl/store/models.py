@@ -164,8 +164,11 @@ class SourceIdentity(Base):
     __table_args__ = (UniqueConstraint("provider_code", "local_patient_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    provider_code: Mapped[str] = mapped_column(String(12))
-    local_patient_id: Mapped[str] = mapped_column(String(40))
+    # Byte order on PostgreSQL (migration 0006): codes, compared with memcmp in the unique index.
+    provider_code: Mapped[str] = mapped_column(String(12).with_variant(String(12, collation="C"), "postgresql"))
+    local_patient_id: Mapped[str] = mapped_column(
+        String(40).with_variant(String(40, collation="C"), "postgresql")
+    )
     nhs_number: Mapped[str | None] = mapped_column(String(10))
     nhs_number_status: Mapped[str | None] = mapped_column(String(2))
     family_name: Mapped[str | None] = mapped_column(String(100))
@@ -185,9 +188,10 @@ class Pathway(Base):
     """
 
     __tablename__ = "pathway"
-    # One index only (see migration 0001): reads go through a feed; keys are unique per feed
-    # because validation rejects duplicates.
-    __table_args__ = (Index("ix_pathway_feed_id", "feed_id"),)
+    # One index only (see migrations 0001 and 0006): reads go through a feed; keys are unique
+    # per feed because validation rejects duplicates. BRIN on PostgreSQL: the table is
+    # append-only and each feed's rows are contiguous.
+    __table_args__ = (Index("ix_pathway_feed_id", "feed_id", postgresql_using="brin"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # The feed (no foreign key: see migration 0001; written in the feed's own transaction).

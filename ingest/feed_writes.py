@@ -1,0 +1,171 @@
+"""The statements of one feed's load transaction (`FeedLoad`, ingest/load.py).
+
+One SQLAlchemy connection holds the transaction: bulk rows go by `COPY` on PostgreSQL and by
+one-transaction `executemany` on SQLite (ptl.store.bulk). SQLite's writes stay on Python's
+own sqlite3: a second SQLite library in the same process (ADBC's SQLite driver links its own
+copy) would break SQLite's file locking, which is per process, so it is not used even though
+it binds rows faster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import ExitStack
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ptl.store.bulk import insert_frame, read_frame
+from ptl.store.engine import write_connection
+from ptl.store.models import CurrentSnapshot, Feed, Organisation
+
+IDENTITY_VALUES = (
+    "nhs_number",
+    "nhs_number_status",
+    "family_name",
+    "given_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+)
+IDENTITY_SCHEMA = {"id": pl.Int64, "date_of_birth": pl.Date, "values_census_date": pl.Date}
+_IDENTITY_QUERY = (
+    "SELECT id, local_patient_id, " + ", ".join(IDENTITY_VALUES) + ", values_census_date "
+    "FROM source_identity WHERE provider_code = {provider}"
+)
+
+
+def loaded_feed_with_sha(connection: Connection, provider_code: str, sha256: str) -> int | None:
+    return connection.execute(
+        select(Feed.id).where(
+            Feed.provider_code == provider_code, Feed.sha256 == sha256, Feed.status == "loaded"
+        )
+    ).scalar()
+
+
+def ensure_organisation(connection: Connection, provider_code: str) -> None:
+    insert_fn = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(
+        insert_fn(Organisation)
+        .values(code=provider_code, kind="other", updated_at=dt.datetime.now(dt.UTC))
+        .on_conflict_do_nothing(index_elements=["code"])
+    )
+
+
+def insert_feed(connection: Connection, values: dict[str, Any]) -> int:
+    return int(connection.execute(insert(Feed).values(**values).returning(Feed.id)).scalar_one())
+
+
+class FeedWrites:
+    """A load transaction (begun on creation) on a connection of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._stack = ExitStack()
+        self.connection: Connection = self._stack.enter_context(write_connection(engine))
+        self._transaction = self.connection.begin()
+
+    def loaded_feed_with_sha(self, provider_code: str, sha256: str) -> int | None:
+        return loaded_feed_with_sha(self.connection, provider_code, sha256)
+
+    def lock_provider(self, provider_code: str) -> None:
+        """Serialise loads of one provider (SQLite: BEGIN IMMEDIATE already holds the lock)."""
+        if self.connection.dialect.name == "postgresql":
+            self.connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                                    {"key": f"ptl-feed:{provider_code}"})
+
+    def ensure_organisation(self, provider_code: str) -> None:
+        ensure_organisation(self.connection, provider_code)
+
+    def insert_feed(self, values: dict[str, Any]) -> int:
+        return insert_feed(self.connection, values)
+
+    def update_feed(self, feed_id: int, values: dict[str, Any]) -> None:
+        self.connection.execute(update(Feed).where(Feed.id == feed_id).values(**values))
+
+    def existing_identities(self, provider_code: str) -> pl.DataFrame:
+        return read_frame(self.connection, _IDENTITY_QUERY.format(provider=":provider"),
+                          {"provider": provider_code}, schema=IDENTITY_SCHEMA)
+
+    def allocate_identity_ids(self, count: int) -> int:
+        """Reserve `count` consecutive source_identity ids; return the first."""
+        connection = self.connection
+        if count == 0:
+            return 0
+        if connection.dialect.name != "postgresql":
+            highest = connection.execute(text("SELECT COALESCE(MAX(id), 0) FROM source_identity")).scalar_one()
+            return int(highest) + 1
+        # Sequences are not transactional: reserve a block under a short session lock.
+        connection.execute(text("SELECT pg_advisory_lock(hashtext('ptl-source-identity-ids'))"))
+        try:
+            first = connection.execute(
+                text("SELECT nextval(pg_get_serial_sequence('source_identity', 'id'))")
+            ).scalar_one()
+            if count > 1:
+                connection.execute(
+                    text("SELECT setval(pg_get_serial_sequence('source_identity', 'id'), :last)"),
+                    {"last": int(first) + count - 1},
+                )
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(hashtext('ptl-source-identity-ids'))"))
+        return int(first)
+
+    def insert(self, table: str, frame: pl.DataFrame) -> None:
+        insert_frame(self.connection, table, frame)
+
+    def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None:
+        connection = self.connection
+        assignments = ", ".join(f"{c} = t.{c}" for c in IDENTITY_VALUES)
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS identity_change ON COMMIT DROP AS "
+                "SELECT id, " + ", ".join(IDENTITY_VALUES) + " FROM source_identity WITH NO DATA"
+            ))
+            connection.execute(text("TRUNCATE identity_change"))
+            insert_frame(connection, "identity_change", changed)
+            connection.execute(text(
+                f"UPDATE source_identity s SET {assignments}, values_census_date = :census "
+                "FROM identity_change t WHERE s.id = t.id"
+            ), {"census": census_date})
+            return
+        prepared = changed.with_columns(pl.col("date_of_birth").dt.strftime("%Y-%m-%d"))
+        sets = ", ".join(f"{c} = ?" for c in IDENTITY_VALUES)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(
+            f"UPDATE source_identity SET {sets}, values_census_date = '{census_date.isoformat()}' WHERE id = ?",
+            prepared.select(*IDENTITY_VALUES, "id").iter_rows(),
+        )
+
+    def current_census(self, provider_code: str) -> dt.date | None:
+        return self.connection.execute(
+            select(CurrentSnapshot.census_date).where(CurrentSnapshot.provider_code == provider_code)
+        ).scalar()
+
+    def set_current(self, provider_code: str, feed_id: int, census_date: dt.date) -> None:
+        insert_fn = pg_insert if self.connection.dialect.name == "postgresql" else sqlite_insert
+        statement = insert_fn(CurrentSnapshot).values(
+            provider_code=provider_code, feed_id=feed_id, census_date=census_date,
+            updated_at=dt.datetime.now(dt.UTC),
+        )
+        self.connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["provider_code"],
+                set_={"feed_id": statement.excluded.feed_id, "census_date": statement.excluded.census_date,
+                      "updated_at": statement.excluded.updated_at},
+            )
+        )
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        finally:
+            self._stack.close()
+
+    def rollback(self) -> None:
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+        finally:
+            self._stack.close()
