@@ -1,41 +1,61 @@
 """The statements of one feed's load transaction (`FeedLoad`, ingest/load.py).
 
-One SQLAlchemy connection holds the transaction: bulk rows go by `COPY` on PostgreSQL and by
-one-transaction `executemany` on SQLite (ptl.store.bulk). SQLite's writes stay on Python's
-own sqlite3: a second SQLite library in the same process (ADBC's SQLite driver links its own
-copy) would break SQLite's file locking, which is per process, so it is not used even though
-it binds rows faster.
+`FeedWrites` is what a load needs: a handful of statements and bulk inserts in one
+transaction. Two implementations:
+
+- `ConnectionWrites`: a SQLAlchemy connection; bulk rows by `COPY` on PostgreSQL (psycopg).
+- `SqliteWriterProcess` (ingest/sqlite_writer.py): a SQLite file, written by a process of its
+  own through ADBC, which binds Arrow columns in C instead of one Python value at a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ingest.sqlite_writer import IDENTITY_SCHEMA, IDENTITY_VALUES, SqliteWriterProcess
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import write_connection
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
 
-IDENTITY_VALUES = (
-    "nhs_number",
-    "nhs_number_status",
-    "family_name",
-    "given_name",
-    "date_of_birth",
-    "sex",
-    "postcode",
-)
-IDENTITY_SCHEMA = {"id": pl.Int64, "date_of_birth": pl.Date, "values_census_date": pl.Date}
 _IDENTITY_QUERY = (
     "SELECT id, local_patient_id, " + ", ".join(IDENTITY_VALUES) + ", values_census_date "
     "FROM source_identity WHERE provider_code = {provider}"
 )
+
+
+class FeedWrites(Protocol):
+    """The statements of one load transaction; `begin` starts it (connecting may come first)."""
+
+    def begin(self) -> None: ...
+    def lock_provider(self, provider_code: str) -> None: ...
+    def loaded_feed_with_sha(self, provider_code: str, sha256: str) -> int | None: ...
+    def ensure_organisation(self, provider_code: str) -> None: ...
+    def insert_feed(self, values: dict[str, Any]) -> int: ...
+    def update_feed(self, feed_id: int, values: dict[str, Any]) -> None: ...
+    def existing_identities(self, provider_code: str) -> pl.DataFrame: ...
+    def allocate_identity_ids(self, count: int) -> int: ...
+    def insert(self, table: str, frame: pl.DataFrame) -> None: ...
+    def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None: ...
+    def current_census(self, provider_code: str) -> dt.date | None: ...
+    def set_current(self, provider_code: str, feed_id: int, census_date: dt.date) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+def open_feed_writes(engine: Engine, writer_process: bool = False) -> FeedWrites:
+    """Connect for a load; `begin` comes later. `writer_process`: write a SQLite file from a
+    process of its own through ADBC (worth its start-up, about half a second, for big files)."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and writer_process and database and database != ":memory:":
+        return SqliteWriterProcess(database)
+    return ConnectionWrites(engine)
 
 
 def loaded_feed_with_sha(connection: Connection, provider_code: str, sha256: str) -> int | None:
@@ -59,12 +79,15 @@ def insert_feed(connection: Connection, values: dict[str, Any]) -> int:
     return int(connection.execute(insert(Feed).values(**values).returning(Feed.id)).scalar_one())
 
 
-class FeedWrites:
-    """A load transaction (begun on creation) on a connection of its own."""
+class ConnectionWrites:
+    """A load transaction on a SQLAlchemy connection of its own (PostgreSQL: COPY)."""
 
     def __init__(self, engine: Engine) -> None:
         self._stack = ExitStack()
         self.connection: Connection = self._stack.enter_context(write_connection(engine))
+        self._transaction: Any = None
+
+    def begin(self) -> None:
         self._transaction = self.connection.begin()
 
     def loaded_feed_with_sha(self, provider_code: str, sha256: str) -> int | None:
@@ -165,7 +188,7 @@ class FeedWrites:
 
     def rollback(self) -> None:
         try:
-            if self._transaction.is_active:
+            if self._transaction is not None and self._transaction.is_active:
                 self._transaction.rollback()
         finally:
             self._stack.close()

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine
 
-from ingest.feed_writes import IDENTITY_VALUES, FeedWrites
+from ingest.feed_writes import IDENTITY_VALUES, FeedWrites, open_feed_writes
 from ptl.store.models import Pathway
 
 log = logging.getLogger("ptl.ingest.load")
@@ -84,8 +84,9 @@ def _feed_values(record: FeedRecord, status: str) -> dict[str, Any]:
 
 def record_refused(engine: Engine, record: FeedRecord, issues: pl.DataFrame | None) -> int:
     """Write a refused feed and its row issues (nothing else is touched)."""
-    writes = FeedWrites(engine)
+    writes = open_feed_writes(engine)
     try:
+        writes.begin()
         writes.ensure_organisation(record.provider_code)
         feed_id = writes.insert_feed(_feed_values(record, "refused"))
         if issues is not None and issues.height:
@@ -116,10 +117,9 @@ class FeedLoad:
     when batches are in patient order and stable.
     """
 
-    def __init__(self, engine: Engine, record: FeedRecord) -> None:
-        assert record.census_date is not None
-        self._record = record
-        self._census: dt.date = record.census_date
+    def __init__(self, engine: Engine, writer_process: bool = False) -> None:
+        self._record: FeedRecord | None = None
+        self._census = dt.date.min
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptl-feed-load")
         self._pending: deque[Future[Any]] = deque()
         self._writes: FeedWrites | None = None
@@ -132,9 +132,15 @@ class FeedLoad:
         self.duplicate_of: int | None = None
         self.rows_stored = 0
         self.store_seconds = 0.0
-        self._submit(self._begin, engine)
+        self._submit(self._connect, engine, writer_process)
 
     # -- caller's side -------------------------------------------------------------------
+    def begin(self, record: FeedRecord) -> None:
+        """Begin the transaction for this feed (lock, duplicate check, feed row, the
+        provider's known identities); the record's census date must be settled."""
+        assert record.census_date is not None
+        self._submit(self._begin, record)
+
     def assign_identities(self, local_patient_ids: pl.Series) -> None:
         """Settle an id for every local patient id of the file (before the first `add`)."""
         self._submit(self._assign, local_patient_ids)
@@ -186,9 +192,14 @@ class FeedLoad:
             self._pending.popleft().result()
 
     # -- worker thread -------------------------------------------------------------------
-    def _begin(self, engine: Engine) -> None:
-        self._writes = writes = FeedWrites(engine)
-        record = self._record
+    def _connect(self, engine: Engine, writer_process: bool) -> None:
+        self._writes = open_feed_writes(engine, writer_process)
+
+    def _begin(self, record: FeedRecord) -> None:
+        assert self._writes is not None and record.census_date is not None
+        self._record, self._census = record, record.census_date
+        writes = self._writes
+        writes.begin()
         writes.lock_provider(record.provider_code)
         duplicate = writes.loaded_feed_with_sha(record.provider_code, record.sha256)
         if duplicate is not None:
@@ -211,6 +222,10 @@ class FeedLoad:
         # sequence's.
         self._new_ids = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
         self._ids = pl.concat([self._existing.select("local_patient_id", "id"), self._new_ids])
+
+    def _provider_code(self) -> str:
+        assert self._record is not None
+        return self._record.provider_code
 
     def _store_batch(self, pathways: pl.DataFrame) -> None:
         if self.duplicate_of is not None or pathways.height == 0:
@@ -245,7 +260,7 @@ class FeedLoad:
                 "source_identity",
                 new.select(
                     "id",
-                    pl.lit(self._record.provider_code).alias("provider_code"),
+                    pl.lit(self._provider_code()).alias("provider_code"),
                     "local_patient_id",
                     *IDENTITY_VALUES,
                     pl.lit(self.feed_id, dtype=pl.Int64).alias("first_feed_id"),

@@ -143,12 +143,14 @@ def ingest_file(
         extract = read_extract(path, resolved, data)
         del data
         record.read_seconds = time.perf_counter() - t0
+        # Connects (a big file into SQLite: starts its writer process) while the file is mapped.
+        load = FeedLoad(engine, writer_process=extract.frame.height >= settings.sqlite_writer_process_rows)
 
         t0 = time.perf_counter()
         mapped = map_columns(extract.frame, resolved, filename=name, provider_code=provider_code,
                              census_date=census_date)
         record.census_date = mapped.census_date
-        load = FeedLoad(engine, record)  # begins (and reads known identities) meanwhile
+        load.begin(record)  # reads the provider's known identities meanwhile
         load.assign_identities(mapped.frame.get_column("local_patient_id"))
         plan = plan_validation(mapped, resolved, extract.row_offset)
         with engine.connect() as connection:

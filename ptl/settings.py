@@ -29,6 +29,9 @@ class Settings:
     max_rejected_share: float = _setting(
         0.20, "PTL_MAX_REJECTED_SHARE", "a feed is refused whole when more than this share of its rows is rejected"
     )
+    sqlite_writer_process_rows: int = _setting(
+        50_000, "PTL_SQLITE_WRITER_PROCESS_ROWS", "SQLite store: files with at least this many rows are written by a short-lived writer process through ADBC (several times faster than Python's sqlite3); smaller ones directly"
+    )
     log_format: str = _setting("auto", "PTL_LOG_FORMAT", "json, text or auto (JSON when not on a terminal)")
     log_level: str = _setting("INFO", "PTL_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     # Identity linking (issue: patient identity across providers)

@@ -94,6 +94,26 @@ def _refused_leaves_store_untouched(engine: Engine, path: Path, **kwargs: object
     return result
 
 
+@pytest.mark.parametrize("writer_process_rows", [0, 1_000_000], ids=["writer-process", "direct"])
+def test_a_refusal_found_after_batches_were_stored_rolls_them_back(
+    store_engine: Engine, tmp_path: Path, writer_process_rows: int
+) -> None:
+    """Rows are stored batch by batch; too many rejections in the last batch must still leave
+    nothing of the file behind (SQLite: through the writer process and directly)."""
+    ingest(store_engine, write_csv(tmp_path / "good.csv", good_rows(8)))
+    before = counts(store_engine)
+    rows = [good_row(n, census_date="2024-07-07") for n in range(1, 11)]
+    for n in range(7, 10):
+        rows[n] = good_row(n + 1, census_date="2024-07-07", waiting_list_type="XXXX")
+    settings = Settings(sqlite_writer_process_rows=writer_process_rows)
+    result = ingest(store_engine, write_csv(tmp_path / "late.csv", rows), batch_rows=4, settings=settings)
+    assert result.status == "refused" and result.refusal_kind == "too_many_rejected"
+    assert [r["row"] for r in result.rejections] == [9, 10, 11]
+    assert counts(store_engine) == before
+    again = ingest(store_engine, write_csv(tmp_path / "fixed.csv", rows[:7]), settings=settings)
+    assert again.status == "loaded" and again.rows_loaded == 7
+
+
 def test_whole_file_refusals_leave_the_previous_snapshot_untouched(store_engine: Engine, tmp_path: Path) -> None:
     ingest(store_engine, write_csv(tmp_path / "good.csv", good_rows(8)))
 
