@@ -98,6 +98,14 @@ def record_refused(engine: Engine, record: FeedRecord, issues: pl.DataFrame | No
     return feed_id
 
 
+def _within(frame: pl.DataFrame, lo: str, hi: str) -> pl.DataFrame:
+    """The rows of a frame sorted by local patient id whose id lies in [lo, hi]."""
+    keys = frame.get_column("local_patient_id")
+    start = int(keys.search_sorted(lo, side="left"))
+    end = int(keys.search_sorted(hi, side="right"))
+    return frame.slice(start, end - start)
+
+
 class FeedLoad:
     """One feed's load: a transaction on a worker thread that takes derived pathways in batches.
 
@@ -110,11 +118,11 @@ class FeedLoad:
     everything back. The connection lives and dies on the worker thread; an error there is
     raised again by the next call.
 
-    Batches should come in order of local patient id (the pipeline sorts them so): new
-    identities then arrive in key order and both identity indexes grow at their right edge,
-    twice as fast as random order. Any order is still correct: a patient is settled by the
-    first batch that holds one of its loaded rows, which is the first such row in file order
-    when batches are in patient order and stable.
+    Batches must come in order of local patient id, each patient's rows in file order (the
+    pipeline sorts stably; `add` refuses a batch that goes backwards). New identities then
+    arrive in key order, so both identity indexes grow at their right edge (twice as fast as
+    random order), every lookup is a slice of a sorted frame, and a patient is settled by the
+    first batch holding one of its loaded rows: its first loaded row in file order.
     """
 
     def __init__(self, engine: Engine, writer_process: bool = False) -> None:
@@ -127,7 +135,8 @@ class FeedLoad:
         self._existing = pl.DataFrame()
         self._ids = pl.DataFrame()  # local_patient_id → id, every patient of the file
         self._new_ids = pl.DataFrame()  # the ones not yet in the store
-        self._settled: list[pl.DataFrame] = []  # local ids settled by each stored batch
+        self._last_settled: str | None = None  # highest local id settled so far
+        self._last_seen: str | None = None  # highest local id of the batches so far
         self.feed_id: int | None = None
         self.duplicate_of: int | None = None
         self.rows_stored = 0
@@ -207,7 +216,7 @@ class FeedLoad:
             return
         writes.ensure_organisation(record.provider_code)
         self.feed_id = writes.insert_feed(_feed_values(record, "loaded"))
-        self._existing = writes.existing_identities(record.provider_code)
+        self._existing = writes.existing_identities(record.provider_code).sort("local_patient_id")
         log.debug("load begun", extra={"feed_id": self.feed_id, "provider": record.provider_code,
                                        "existing_identities": self._existing.height})
 
@@ -221,7 +230,9 @@ class FeedLoad:
         # An id for a patient whose every row is then rejected stays unused: a gap, like any
         # sequence's.
         self._new_ids = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
-        self._ids = pl.concat([self._existing.select("local_patient_id", "id"), self._new_ids])
+        self._ids = pl.concat([self._existing.select("local_patient_id", "id"), self._new_ids]).sort(
+            "local_patient_id"
+        )
 
     def _provider_code(self) -> str:
         assert self._record is not None
@@ -231,10 +242,15 @@ class FeedLoad:
         if self.duplicate_of is not None or pathways.height == 0:
             return
         assert self._writes is not None and self.feed_id is not None
-        self._store_identities(pathways)
+        patients = pathways.get_column("local_patient_id")
+        lo, hi = str(patients.min()), str(patients.max())
+        if self._last_seen is not None and lo < self._last_seen:
+            raise ValueError("batches must come in order of local patient id")
+        self._last_seen = hi
+        self._store_identities(pathways, lo, hi)
         rows = (
-            pathways.join(self._ids.rename({"id": "source_identity_id"}), on="local_patient_id",
-                          how="left")
+            pathways.join(_within(self._ids, lo, hi).rename({"id": "source_identity_id"}),
+                          on="local_patient_id", how="left")
             .select(pl.lit(self.feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id",
                     *PATHWAY_COLUMNS)
         )
@@ -242,7 +258,7 @@ class FeedLoad:
         self.rows_stored += rows.height
         log.debug("pathways stored", extra={"feed_id": self.feed_id, "rows": self.rows_stored})
 
-    def _store_identities(self, pathways: pl.DataFrame) -> None:
+    def _store_identities(self, pathways: pl.DataFrame, lo: str, hi: str) -> None:
         """The batch's patients not settled by an earlier batch: new ones are inserted (values
         from the patient's first loaded row), known ones updated where values changed (an
         older census never overwrites a newer one's)."""
@@ -251,10 +267,11 @@ class FeedLoad:
         values = pathways.select("local_patient_id", *IDENTITY_VALUES).unique(
             "local_patient_id", keep="first", maintain_order=True
         )
-        if self._settled:
-            values = values.join(pl.concat(self._settled), on="local_patient_id", how="anti")
-        self._settled.append(values.select("local_patient_id"))
-        new = values.join(self._new_ids, on="local_patient_id", how="inner").sort("id")
+        if self._last_settled is not None:  # a patient whose rows straddle two batches
+            values = values.filter(pl.col("local_patient_id") > self._last_settled)
+        if values.height:
+            self._last_settled = str(values.get_column("local_patient_id").max())
+        new = values.join(_within(self._new_ids, lo, hi), on="local_patient_id", how="inner").sort("id")
         if new.height:
             writes.insert(
                 "source_identity",
@@ -269,7 +286,7 @@ class FeedLoad:
             )
         differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in IDENTITY_VALUES])
         changed = (
-            values.join(self._existing, on="local_patient_id", how="inner", suffix="__old")
+            values.join(_within(self._existing, lo, hi), on="local_patient_id", how="inner", suffix="__old")
             .filter((pl.col("values_census_date") <= census) & differs)
             .select("id", *IDENTITY_VALUES)
         )
