@@ -464,7 +464,7 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
             for feed, _ in missing:
                 future = frames[feed.feed_id]
                 assert isinstance(future, Future)
-                frames[feed.feed_id] = future.result().rechunk()  # see below
+                frames[feed.feed_id] = future.result()
                 fresh.append((feed, frames[feed.feed_id]))  # type: ignore[arg-type]
             flag_frame = flags.result()
             link_frame = links.result() if links is not None else None
@@ -477,11 +477,10 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
     del pathways, flag_frame, link_frame
     # Completed mutual-aid moves: the receiving provider's pathway continues the original wait.
     current = continue_moved_waits(current, moves)
-    # One chunk per feed: each frame read from the store was rechunked (ADBC and COPY hand
-    # over many small batches, which slow every later group-by, join and sort); stacking ~10-30
-    # feeds is not worth a copy of every column (measured: rechunking the stacked frames cost
-    # ~1 s of a warm rebuild and gained less in the views).
-    history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical")
+    # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
+    # every later group-by, join and sort slower.
+    current = current.rechunk()
+    history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
     if frame_cache is not None and folder is not None:
         for feed, frame in fresh:
             frame_cache.write(folder, feed, frame)
