@@ -57,6 +57,7 @@ class FeedKey:
     feed_id: int
     sha256: str
     received_at: str
+    provider_code: str = ""
 
     @property
     def file_name(self) -> str:

@@ -97,16 +97,17 @@ def _transitions_by_provider(history: pl.DataFrame) -> pl.DataFrame:
     """`census_transitions`, reusing each provider's rows from the previous history when its
     input is unchanged. A provider's transitions depend only on its own rows (the pathway key
     includes the provider; census sequence and history weeks are per provider), so after one
-    provider's weekly load only that provider is recomputed. The fingerprint is the provider's
-    feed ids, row count and a 64-bit sum of row hashes over every column the transitions read:
-    any changed, added or dropped row (a completed move drops one) gives a new fingerprint."""
-    inputs = [*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS]
-    feeds = pl.col("feed_id") if "feed_id" in history.columns else pl.lit(None, pl.Int64)
-    fingerprints = history.group_by("provider_code").agg(
-        feeds.unique().sort().alias("feeds"), pl.len().alias("rows"),
-        pl.struct(inputs).hash().sum().alias("content"))
-    keys = {row["provider_code"]: (row["provider_code"], tuple(row["feeds"]), row["rows"], row["content"])
-            for row in fingerprints.iter_rows(named=True)}
+    provider's weekly load only that provider is recomputed. The fingerprint of a snapshot's
+    history comes from the reader (the provider's feeds, moves and identity-link run: see
+    `read_snapshot`); of any other frame, from its content (`_content_fingerprints`): any
+    changed, added or dropped row gives a new fingerprint."""
+    from ptl.views.snapshot import once_per_frame
+
+    described: dict[str, tuple[object, ...]] = once_per_frame(
+        history, "provider_fingerprints", lambda: _content_fingerprints(history))
+    # Row counts too (a cheap check that the rows are the ones described).
+    counts = dict(history.group_by("provider_code").len().iter_rows())
+    keys = {provider: (*key, counts.get(provider, 0)) for provider, key in described.items()}
     with _provider_transitions_lock:
         known = dict(_provider_transitions)
     parts = {provider: known[key] for provider, key in keys.items() if key in known}
@@ -122,6 +123,18 @@ def _transitions_by_provider(history: pl.DataFrame) -> pl.DataFrame:
     if not parts:
         return _build_transitions(history)
     return pl.concat([parts[provider] for provider in sorted(parts, key=str)], how="vertical")
+
+
+def _content_fingerprints(history: pl.DataFrame) -> dict[str, tuple[object, ...]]:
+    """Per provider: its feed ids, row count and a 64-bit sum of row hashes over every column
+    the transitions read (for a history frame the snapshot reader has not described)."""
+    inputs = [*_PATHWAY_KEY, "census_date", *_TRANSITION_COLUMNS]
+    feeds = pl.col("feed_id") if "feed_id" in history.columns else pl.lit(None, pl.Int64)
+    fingerprints = history.group_by("provider_code").agg(
+        feeds.unique().sort().alias("feeds"), pl.len().alias("rows"),
+        pl.struct(inputs).hash().sum().alias("content"))
+    return {row["provider_code"]: ("content", row["provider_code"], tuple(row["feeds"]), row["rows"],
+                                   row["content"]) for row in fingerprints.iter_rows(named=True)}
 
 
 def _build_transitions(history: pl.DataFrame) -> pl.DataFrame:

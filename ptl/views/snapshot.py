@@ -362,15 +362,15 @@ def _feed_plan(connection: Connection, history_censuses: int) -> tuple[list[Feed
         " ORDER BY pc.census_date DESC) AS census_age"
         " FROM per_census pc JOIN current_snapshot cs ON cs.provider_code = pc.provider_code"
         " AND pc.census_date < cs.census_date) "
-        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 1 AS is_current FROM feed f"
-        " JOIN current_snapshot cs ON cs.feed_id = f.id "
+        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 1 AS is_current, f.provider_code"
+        " FROM feed f JOIN current_snapshot cs ON cs.feed_id = f.id "
         "UNION ALL "
-        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 0 FROM feed f"
+        "SELECT f.id, f.sha256, CAST(f.received_at AS VARCHAR(40)), 0, f.provider_code FROM feed f"
         " JOIN ranked r ON r.feed_id = f.id WHERE r.census_age < :censuses"
     ), {"censuses": history_censuses}).all()
-    current = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2])) for r in rows if int(r[3])),
+    current = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2]), str(r[4])) for r in rows if int(r[3])),
                      key=lambda f: f.feed_id)
-    older = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2])) for r in rows if not int(r[3])),
+    older = sorted((FeedKey(int(r[0]), str(r[1]), str(r[2]), str(r[4])) for r in rows if not int(r[3])),
                    key=lambda f: f.feed_id)
     return current, older
 
@@ -481,6 +481,15 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
     # every later group-by, join and sort slower.
     current = current.rechunk()
     history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
+    # What each provider's history rows are made of, for views that reuse per-provider work
+    # across snapshots (`ptl.views.sites` census transitions): its feeds (id, file hash,
+    # received time: unique across stores), and what can drop or change rows of its current
+    # feed without a new feed: completed moves, and the identity links they are matched by.
+    moves_digest = (moves.height, int(moves.hash_rows().sum()) if moves.height else 0)
+    remember_for_frame(history, "provider_fingerprints", {
+        provider: (provider, tuple(f for f in (*current_feeds, *older_feeds) if f.provider_code == provider),
+                   link_version, moves_digest)
+        for provider in {f.provider_code for f in (*current_feeds, *older_feeds)}})
     if frame_cache is not None and folder is not None:
         for feed, frame in fresh:
             frame_cache.write(folder, feed, frame)
@@ -575,6 +584,12 @@ def census_today() -> dt.date:
 
 _frame_memo: dict[tuple[int, str], tuple[weakref.ref[pl.DataFrame], Any]] = {}
 _frame_memo_lock = threading.Lock()
+
+
+def remember_for_frame(frame: pl.DataFrame, name: str, value: Any) -> None:
+    """Give `once_per_frame(frame, name, …)` its answer in advance (the snapshot reader knows
+    things about its frames that would cost a scan to work out from them)."""
+    once_per_frame(frame, name, lambda: value)
 
 
 def once_per_frame(frame: pl.DataFrame, name: str, compute: Callable[[], T]) -> T:
