@@ -17,6 +17,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ingest.feed_writes import loaded_feed_with_sha
 from ingest.load import FeedLoad, FeedRecord, record_refused
 from ingest.profiles import Profile, load_profile
 from ingest.read import file_format_of, read_extract
-from ingest.validate import ROW, display_postcode, map_columns, plan_validation, validate_batch
+from ingest.validate import display_postcode, map_columns, plan_validation, validate_batch
 from ptl.refdata.imd import imd_lookup
 from ptl.refdata.postcodes import postcode_lookup
 from ptl.settings import Settings
@@ -132,17 +133,20 @@ def ingest_file(
             data = path.read_bytes()
         except OSError as exc:
             raise FeedRefused(f"{name}: cannot be read ({exc.strerror})", kind="unreadable") from None
-        record.sha256 = hashlib.sha256(data).hexdigest()
+        say(f"reading {name}")
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1) as hashing:  # hashlib and Polars both release the GIL
+            digest = hashing.submit(hashlib.sha256, data)
+            try:
+                extract = read_extract(path, resolved, data)
+            finally:
+                record.sha256 = digest.result().hexdigest()
+        del data
+        record.read_seconds = time.perf_counter() - t0
         with engine.connect() as connection:
             earlier = loaded_feed_with_sha(connection, provider_code, record.sha256)
         if earlier is not None:
             return _duplicate(provider_code, name, earlier, started)
-
-        say(f"reading {name}")
-        t0 = time.perf_counter()
-        extract = read_extract(path, resolved, data)
-        del data
-        record.read_seconds = time.perf_counter() - t0
         # Connects (a big file into SQLite: starts its writer process) while the file is mapped.
         load = FeedLoad(engine, writer_process=extract.frame.height >= settings.sqlite_writer_process_rows)
 
@@ -151,7 +155,8 @@ def ingest_file(
                              census_date=census_date)
         record.census_date = mapped.census_date
         load.begin(record)  # reads the provider's known identities meanwhile
-        load.assign_identities(mapped.frame.get_column("local_patient_id"))
+        patients = mapped.frame.get_column("local_patient_id").drop_nulls().unique().sort()
+        load.assign_identities(patients)
         plan = plan_validation(mapped, resolved, extract.row_offset)
         with engine.connect() as connection:
             in_file = mapped.frame.get_column("postcode").drop_nulls().unique().to_frame()
@@ -163,19 +168,18 @@ def ingest_file(
         total = mapped.frame.height
         allowed = int(total * settings.max_rejected_share)
         parts: list[pl.DataFrame] = []
-        # Rows are checked and stored in order of local patient id (stably, so each patient's
-        # rows keep their file order): new identities then reach the store in key order, and
-        # both identity indexes grow at their right edge batch after batch.
-        order = (
-            mapped.frame.select("local_patient_id", ROW)
-            .sort("local_patient_id", ROW, nulls_last=True)
-            .get_column(ROW)
-        )
-        for first in range(0, total, batch_rows):
-            say(f"validating and loading rows {first + 1:,}-{min(first + batch_rows, total):,} of {total:,}")
+        # Batches are ranges of local patient id (each patient's rows in one batch, in file
+        # order), so new identities reach the store in key order and both identity indexes grow
+        # at their right edge batch after batch.
+        batch_of, batches = _patient_batches(mapped.frame.get_column("local_patient_id"), patients,
+                                             -(-total // batch_rows))
+        for batch in range(batches):
+            rows = (batch_of == batch).arg_true()
+            if rows.len() == 0:
+                continue
+            say(f"validating and loading batch {batch + 1} of {batches} ({rows.len():,} of {total:,} rows)")
             t0 = time.perf_counter()
-            checked = validate_batch(mapped.frame[order.slice(first, batch_rows)], mapped.source_columns,
-                                     plan, extract.frame)
+            checked = validate_batch(mapped.frame[rows], mapped.source_columns, plan, extract.frame)
             parts.append(checked.issues)
             record.rows_read += checked.rows_read
             record.rows_rejected += checked.rows_rejected
@@ -246,6 +250,17 @@ def ingest_file(
         rows_warned=record.rows_warned, became_current=outcome.became_current, seconds=seconds,
         rejections=_issue_list(issues, "rejected"), warnings=_issue_list(issues, "warning"),
     )
+
+
+def _patient_batches(patient_ids: pl.Series, patients: pl.Series, batches: int) -> tuple[pl.Series, int]:
+    """For each row, the batch it goes in, and how many batches: ranges of local patient id of
+    about equal numbers of patients (`patients`: the distinct ids, sorted); rows without an id
+    go in the last."""
+    step = max(1, -(-patients.len() // max(batches, 1)))
+    bounds = patients.gather(list(range(step, patients.len(), step)))
+    position = bounds.search_sorted(patient_ids, side="right").cast(pl.Int64)
+    batch_of = pl.select(pl.when(patient_ids.is_not_null()).then(position).otherwise(bounds.len())).to_series()
+    return batch_of, bounds.len() + 1
 
 
 def _duplicate(provider_code: str, name: str, feed_id: int, started: float) -> IngestResult:
