@@ -40,7 +40,7 @@ class FeedWrites(Protocol):
     def insert_feed(self, values: dict[str, Any]) -> int: ...
     def update_feed(self, feed_id: int, values: dict[str, Any]) -> None: ...
     def existing_identities(self, provider_code: str) -> pl.DataFrame: ...
-    def allocate_identity_ids(self, count: int) -> int: ...
+    def allocate_ids(self, table: str, count: int) -> int: ...
     def insert(self, table: str, frame: pl.DataFrame) -> None: ...
     def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None: ...
     def current_census(self, provider_code: str) -> dt.date | None: ...
@@ -112,27 +112,31 @@ class ConnectionWrites:
         return read_frame(self.connection, _IDENTITY_QUERY.format(provider=":provider"),
                           {"provider": provider_code}, schema=IDENTITY_SCHEMA)
 
-    def allocate_identity_ids(self, count: int) -> int:
-        """Reserve `count` consecutive source_identity ids; return the first."""
+    def allocate_ids(self, table: str, count: int) -> int:
+        """Reserve `count` consecutive ids of `table` (pathway or source_identity); return the
+        first. Supplying ids lets PostgreSQL's COPY insert rows in batches: a column left to a
+        volatile default such as nextval() forces it to insert them one at a time."""
+        assert table in ("pathway", "source_identity")
         connection = self.connection
         if count == 0:
             return 0
         if connection.dialect.name != "postgresql":
-            highest = connection.execute(text("SELECT COALESCE(MAX(id), 0) FROM source_identity")).scalar_one()
+            highest = connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
             return int(highest) + 1
         # Sequences are not transactional: reserve a block under a short session lock.
-        connection.execute(text("SELECT pg_advisory_lock(hashtext('ptl-source-identity-ids'))"))
+        lock = {"key": f"ptl-ids:{table}"}
+        connection.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), lock)
         try:
             first = connection.execute(
-                text("SELECT nextval(pg_get_serial_sequence('source_identity', 'id'))")
+                text("SELECT nextval(pg_get_serial_sequence(:table, 'id'))"), {"table": table}
             ).scalar_one()
             if count > 1:
                 connection.execute(
-                    text("SELECT setval(pg_get_serial_sequence('source_identity', 'id'), :last)"),
-                    {"last": int(first) + count - 1},
+                    text("SELECT setval(pg_get_serial_sequence(:table, 'id'), :last)"),
+                    {"table": table, "last": int(first) + count - 1},
                 )
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(hashtext('ptl-source-identity-ids'))"))
+            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), lock)
         return int(first)
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:

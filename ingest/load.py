@@ -226,7 +226,7 @@ class FeedLoad:
         assert self._writes is not None
         patients = local_patient_ids.drop_nulls().unique().to_frame("local_patient_id")
         new = patients.join(self._existing, on="local_patient_id", how="anti").sort("local_patient_id")
-        first = self._writes.allocate_identity_ids(new.height)
+        first = self._writes.allocate_ids("source_identity", new.height)
         # An id for a patient whose every row is then rejected stays unused: a gap, like any
         # sequence's.
         self._new_ids = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
@@ -254,6 +254,8 @@ class FeedLoad:
             .select(pl.lit(self.feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id",
                     *PATHWAY_COLUMNS)
         )
+        first = self._writes.allocate_ids("pathway", rows.height)
+        rows = rows.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
         self._writes.insert("pathway", rows)
         self.rows_stored += rows.height
         log.debug("pathways stored", extra={"feed_id": self.feed_id, "rows": self.rows_stored})

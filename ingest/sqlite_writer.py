@@ -85,8 +85,8 @@ class SqliteWriterProcess:
         frame: pl.DataFrame = self._call("existing_identities", provider_code)
         return frame
 
-    def allocate_identity_ids(self, count: int) -> int:
-        return int(self._call("allocate_identity_ids", count))
+    def allocate_ids(self, table: str, count: int) -> int:
+        return int(self._call("allocate_ids", table, count))
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         self._call("insert", table, frame)
@@ -228,8 +228,10 @@ class SqliteAdbcWrites:
             for name in frame.columns
         )
 
-    def allocate_identity_ids(self, count: int) -> int:
-        return int(self._scalar("SELECT COALESCE(MAX(id), 0) FROM source_identity")) + 1 if count else 0
+    def allocate_ids(self, table: str, count: int) -> int:
+        """The first of `count` new ids of `table` (the write lock keeps them ours)."""
+        assert table in ("pathway", "source_identity")
+        return int(self._scalar(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) + 1 if count else 0
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         if frame.height:
