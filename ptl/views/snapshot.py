@@ -376,7 +376,8 @@ def _feed_plan(connection: Connection, history_censuses: int) -> tuple[list[Feed
 
 
 def _store_rows(connection: Connection, feed_ids: list[int]) -> dict[int, int]:
-    """`pathway` rows per feed (an index-only count)."""
+    """`pathway` rows per feed, counted in the store (a BRIN bitmap scan of the feed's pages on
+    PostgreSQL; once per process per cached feed)."""
     if not feed_ids:
         return {}
     statement = sa.text("SELECT feed_id, COUNT(*) FROM pathway WHERE feed_id IN :ids GROUP BY feed_id"
