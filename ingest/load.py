@@ -151,7 +151,8 @@ class FeedLoad:
         self._submit(self._begin, record)
 
     def assign_identities(self, local_patient_ids: pl.Series) -> None:
-        """Settle an id for every local patient id of the file (before the first `add`)."""
+        """Settle an id for every patient of the file (before the first `add`):
+        `local_patient_ids` are the file's distinct ids, sorted."""
         self._submit(self._assign, local_patient_ids)
 
     def add(self, pathways: pl.DataFrame) -> None:
@@ -224,8 +225,9 @@ class FeedLoad:
         if self.duplicate_of is not None:
             return
         assert self._writes is not None
-        patients = local_patient_ids.drop_nulls().unique().to_frame("local_patient_id")
-        new = patients.join(self._existing, on="local_patient_id", how="anti").sort("local_patient_id")
+        # Sorted in, sorted out: new ids then follow the order of local patient ids.
+        patients = local_patient_ids.to_frame("local_patient_id")
+        new = patients.join(self._existing, on="local_patient_id", how="anti", maintain_order="left")
         first = self._writes.allocate_ids("source_identity", new.height)
         # An id for a patient whose every row is then rejected stays unused: a gap, like any
         # sequence's.

@@ -28,6 +28,8 @@ from typing import Any
 
 import polars as pl
 
+from ptl.store.bulk import sqlite_values
+
 #: Columns of `source_identity` whose values a load compares and updates.
 IDENTITY_VALUES = ("nhs_number", "nhs_number_status", "family_name", "given_name", "date_of_birth",
                    "sex", "postcode")
@@ -156,15 +158,6 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def _sqlite_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        [pl.col(n).dt.strftime("%Y-%m-%d") for n, t in frame.schema.items() if t == pl.Date]
-        + [pl.col(n).cast(pl.Int8) for n, t in frame.schema.items() if t == pl.Boolean]
-        + [pl.col(n).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") for n, t in frame.schema.items()
-           if isinstance(t, pl.Datetime)]
-    )
-
-
 class SqliteAdbcWrites:
     """The writer side: one ADBC connection, one transaction (`BEGIN IMMEDIATE` … `COMMIT`)."""
 
@@ -235,13 +228,13 @@ class SqliteAdbcWrites:
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         if frame.height:
-            self._cursor.adbc_ingest(table, _sqlite_frame(frame).to_arrow(), mode="append")
+            self._cursor.adbc_ingest(table, sqlite_values(frame).to_arrow(), mode="append")
 
     def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None:
         self._rows("CREATE TEMP TABLE IF NOT EXISTS identity_change (id INTEGER PRIMARY KEY, "
                    + ", ".join(f"{c} TEXT" for c in IDENTITY_VALUES) + ")")
         self._rows("DELETE FROM temp.identity_change")
-        self._cursor.adbc_ingest("identity_change", _sqlite_frame(changed).to_arrow(), mode="append",
+        self._cursor.adbc_ingest("identity_change", sqlite_values(changed).to_arrow(), mode="append",
                                  temporary=True)
         sets = ", ".join(f"{c} = t.{c}" for c in IDENTITY_VALUES)
         self._rows(f"UPDATE source_identity SET {sets}, values_census_date = ? "

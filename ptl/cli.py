@@ -52,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     user_errors = _user_error_types()
     from sqlalchemy.exc import OperationalError
 
+    from ingest.sqlite_writer import WriterFailed
+
     try:
         return int(args.handler(args, settings) or 0)
-    except OperationalError as exc:
+    except (OperationalError, WriterFailed) as exc:
         # The store is down or misconfigured: say which store (no password) and why, briefly.
         from sqlalchemy.engine import make_url
 

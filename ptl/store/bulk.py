@@ -47,7 +47,7 @@ def insert_frame(
                 if progress:
                     progress(min(offset + COPY_BATCH_ROWS, frame.height))
         return frame.height
-    prepared = _sqlite_values(frame)
+    prepared = sqlite_values(frame)
     # Python binds every value of every row: a column holding one value throughout (the feed,
     # the provider, the census; a field nobody filled) is written once, as a literal.
     constant = {name: value for name, value in zip(
@@ -79,7 +79,7 @@ def _sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+def sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
     """Columns as SQLAlchemy stores them in SQLite: dates as ISO text, datetimes as
     'YYYY-MM-DD HH:MM:SS.ffffff', booleans as 0/1."""
     return frame.with_columns(
