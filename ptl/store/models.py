@@ -16,6 +16,7 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -82,6 +83,35 @@ class Site(Base):
     postcode: Mapped[str | None] = mapped_column(String(10))
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+
+
+class DeclaredCapacity(Base):
+    """Clock stops a week a provider declares it can deliver for a scope, from a date on.
+
+    Scope: the provider, one of its sites (null = the whole provider) and one treatment function
+    (null = every specialty). Rows are never deleted or changed except to mark them withdrawn:
+    a new declaration for a scope supersedes earlier ones from its `valid_from` (which one is in
+    force on a date: `ptl.declared_capacity`). Planning figures, not patient data.
+    """
+
+    __tablename__ = "declared_capacity"
+    __table_args__ = (CheckConstraint("weekly_capacity > 0", name="weekly_capacity_positive"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider_code: Mapped[str] = mapped_column(String(12), index=True)
+    site_code: Mapped[str | None] = mapped_column(String(12))
+    treatment_function_code: Mapped[str | None] = mapped_column(String(3))
+    weekly_capacity: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    #: API key id, or `cli:<user>` for the command line
+    declared_by: Mapped[str] = mapped_column(String(64))
+    #: the declaring key's organisation (null from the command line)
+    declared_by_organisation: Mapped[str | None] = mapped_column(String(12))
+    declared_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    note: Mapped[str | None] = mapped_column(Text)
+    #: set once when the declaration is withdrawn (it then never counts again)
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class Feed(Base):
