@@ -23,6 +23,28 @@ Queue arithmetic (Little's law; Fong et al. 2022, NHS-R NHSRwaitinglist), target
 - relief capacity (per week) = weekly additions + (capacity queue − target queue size) / 26,
   the removals a week needed to reach the target queue in 26 weeks;
 - waiting-list pressure = 2 × mean weeks waited / T (> 1: the target is being missed).
+
+Declared capacity (`with_declared_capacity`; declarations and which one is in force:
+`ptl.declared_capacity`), beside the history-based estimate, never replacing it:
+- declared weekly capacity = the clock stops a week declared for the row's scope, in force at
+  the provider's current census date (null when none matches, below);
+- declared load = weekly additions / declared weekly capacity;
+- declared expected wait (weeks) = capacity queue / declared weekly capacity.
+
+Which declarations a row uses. A row's scope is its provider (or the whole system), its site
+when grouped by site (or the `site` filter), and the `treatment_function` filter (none = every
+specialty). Treatment function is matched exactly, never added up or split: a row filtered to
+110 uses declarations made for 110, an unfiltered row only declarations made for every
+specialty. Then:
+- site row: the declaration for exactly that provider and site (a row without a site code has
+  none; a provider-wide declaration is never split between sites);
+- provider row: the provider-wide declaration when there is one and no `site` filter narrows
+  the row; otherwise the sum of its sites' declarations, when every site of the provider with an
+  open pathway in the row has one (a partial sum would understate capacity: null instead);
+- system row: the sum of the provider values, when every provider in the row has one.
+A `priority`, `waiting_list_type` or `procedure` filter leaves the declared figures null: a
+declaration covers every patient in its scope, and comparing it with a slice of the queue would
+overstate the headroom.
 """
 
 from __future__ import annotations
@@ -34,6 +56,7 @@ from typing import Final
 import polars as pl
 
 from ptl import codes
+from ptl.declared_capacity import in_force
 from ptl.views.duplicates import open_rtt_expr
 from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
 from ptl.views.snapshot import Snapshot
@@ -54,6 +77,10 @@ SITE_STATS_COLUMNS: Final[tuple[str, ...]] = (
     "within_18", "pct_within_18", "over_52", "pct_over_52", "over_65", "over_78", "over_104",
     "capacity_queue", "weekly_additions", "weekly_removals", "history_weeks", "load",
     "expected_wait_weeks", "target_queue_size", "relief_capacity", "pressure",
+)
+#: What `with_declared_capacity` adds to the site statistics.
+DECLARED_COLUMNS: Final[tuple[str, ...]] = (
+    "declared_weekly_capacity", "declared_load", "declared_expected_wait_weeks",
 )
 
 
@@ -329,3 +356,77 @@ def site_stats(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
                                                                            nulls_last=True)
 
 
+
+
+def _provider_census(current: pl.DataFrame) -> pl.DataFrame:
+    """Each provider's current census date (once per frame)."""
+    from ptl.views.snapshot import once_per_frame
+
+    return once_per_frame(current, "provider_census", lambda: current.group_by("provider_code").agg(
+        pl.col("census_date").max()))
+
+
+def _row_sites(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
+    """The (provider, site) pairs with an open pathway meeting the filter: the parts the rows
+    of `site_stats` are made of (once per frame and filter)."""
+    from ptl.views.snapshot import once_per_frame
+
+    return once_per_frame(current, f"declared_row_sites:{filters!r}", lambda: (
+        filters.apply(_open_rows(current)).select(*SITE_KEYS).unique()))
+
+
+def _sum_if_all_known(column: str) -> pl.Expr:
+    return pl.when(pl.col(column).is_null().any()).then(None).otherwise(pl.col(column).sum()).alias(column)
+
+
+def declared_weekly_capacity(snapshot: Snapshot, declarations: pl.DataFrame, filters: ViewFilter = NO_FILTER,
+                             by: Sequence[str] = SITE_KEYS) -> pl.DataFrame:
+    """Per row of `site_stats(snapshot, filters, by)`: its keys and `declared_weekly_capacity`
+    (null when no declaration matches the row's scope: rules in the module docstring).
+    `declarations`: every stored declaration (`ptl.declared_capacity.DECLARATION_SCHEMA`)."""
+    keys = list(by)
+    current = snapshot.current
+    sites = _row_sites(current, filters)
+    capacity = "declared_weekly_capacity"
+    narrowed = any(v is not None for v in (filters.priority, filters.waiting_list_type, filters.procedure_code))
+    tfc = filters.treatment_function_code
+    scoped = in_force(declarations, _provider_census(current)).filter(
+        pl.col("treatment_function_code").is_null() if tfc is None else pl.col("treatment_function_code") == tfc)
+    if narrowed:
+        scoped = scoped.clear()
+    site_values = sites.join(
+        scoped.filter(pl.col("site_code").is_not_null()).select(*SITE_KEYS, pl.col("weekly_capacity").alias(capacity)),
+        on=list(SITE_KEYS), how="left")
+    if keys == list(SITE_KEYS):
+        return site_values
+    providers = site_values.group_by("provider_code").agg(_sum_if_all_known(capacity))
+    if filters.site_code is None:
+        whole = scoped.filter(pl.col("site_code").is_null()).select(
+            "provider_code", pl.col("weekly_capacity").alias("__whole"))
+        providers = providers.join(whole, on="provider_code", how="left").select(
+            "provider_code", pl.coalesce("__whole", capacity).alias(capacity))
+    if keys == ["provider_code"]:
+        return providers
+    if keys:
+        raise ValueError("declared capacity is matched per provider_code and site_code, per provider_code or "
+                         "for the whole system")
+    return providers.select(_sum_if_all_known(capacity)) if providers.height else pl.DataFrame(
+        {capacity: [None]}, schema={capacity: pl.Int64})
+
+
+def with_declared_capacity(stats: pl.DataFrame, snapshot: Snapshot, declarations: pl.DataFrame,
+                           filters: ViewFilter = NO_FILTER, by: Sequence[str] = SITE_KEYS) -> pl.DataFrame:
+    """`stats` (from `site_stats` with the same snapshot, filters and grouping) with
+    `DECLARED_COLUMNS` added: formulas and matching rules in the module docstring."""
+    keys = list(by)
+    values = declared_weekly_capacity(snapshot, declarations, filters, by)
+    capacity = pl.col("declared_weekly_capacity")
+    if keys:
+        joined = stats.join(values, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    else:
+        joined = stats.with_columns(pl.lit(values.item() if values.height else None, pl.Int64)
+                                    .alias("declared_weekly_capacity"))
+    return joined.with_columns(
+        pl.when(capacity > 0).then(pl.col("weekly_additions") / capacity).alias("declared_load"),
+        pl.when(capacity > 0).then(pl.col("capacity_queue") / capacity).alias("declared_expected_wait_weeks"),
+    )
