@@ -49,11 +49,12 @@ def _view_controllers() -> list[type]:
 
 
 def _mutual_aid_controllers() -> list[type]:
+    from api.capacity import CapacityController
     from api.matching import MatchingController
     from api.offers import OffersController
     from api.transfers import TransfersController
 
-    return [OffersController, MatchingController, TransfersController]
+    return [CapacityController, OffersController, MatchingController, TransfersController]
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:

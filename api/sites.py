@@ -1,8 +1,15 @@
-"""`/api/v1/sites/stats`: per provider and site, list size, waits, flows and queue arithmetic.
+"""`/api/v1/sites/stats`: per provider and site, list size, waits, flows and queue arithmetic,
+and the same against declared capacity.
 
-Formulas: `ptl/views/sites.py` (NHS-R `NHSRwaitinglist` queue metrics, NHS England week-band
-interpolation for medians). Outside the identifiable tier, counts under `PTL_SUPPRESS_BELOW`
-and the figures computed from them are withheld (`suppressed` marks the row).
+Formulas and how declarations match rows: `ptl/views/sites.py` (NHS-R `NHSRwaitinglist` queue
+metrics, NHS England week-band interpolation for medians). Outside the identifiable tier, counts
+under `PTL_SUPPRESS_BELOW` and the figures computed from them are withheld (`suppressed` marks
+the row); a declared capacity is an organisation's planning figure and is always shown.
+
+Caching: the history-based statistics are computed once per data version and filter; the
+declarations (a small table) are read at most once per data-version check interval, at once
+after a declaration through this process, and joined on; each answer is cached per data
+version, filter and declarations version. A declaration never waits for a feed load.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from api.disclosure import must_suppress
 from api.formats import FormatParam, csv_response, wants_csv
 from api.guards import READERS, allow
 from api.view_params import FILTER_DEPENDENCIES, cached_view
+from ptl.declared_capacity import held_declarations
 from ptl.store.access import Client
 from ptl.views.equity import suppress
 from ptl.views.filters import ViewFilter
-from ptl.views.sites import site_stats
+from ptl.views.sites import site_stats, with_declared_capacity
 
 _GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
     "site": ("provider_code", "site_code"),
@@ -38,7 +46,7 @@ SITE_COUNTS_DERIVED: Final[dict[str, tuple[str, ...]]] = {
     "over_65": (),
     "over_78": (),
     "over_104": (),
-    "capacity_queue": ("expected_wait_weeks", "relief_capacity"),
+    "capacity_queue": ("expected_wait_weeks", "relief_capacity", "declared_expected_wait_weeks"),
 }
 
 
@@ -66,6 +74,12 @@ class SiteStats(msgspec.Struct):
     target_queue_size: float | None
     relief_capacity: float | None
     pressure: float | None
+    #: clock stops a week declared for the row's scope, in force at the provider's census
+    declared_weekly_capacity: int | None
+    #: weekly additions / declared weekly capacity
+    declared_load: float | None
+    #: capacity queue / declared weekly capacity
+    declared_expected_wait_weeks: float | None
     suppressed: bool
 
 
@@ -98,9 +112,13 @@ class SitesController(Controller):
         snapshot = context.snapshot()
         suppressed = must_suppress(request.user, suppress_small)
         threshold = context.settings.suppress_below
+        grouping = _GROUPINGS[by]
+        declared = held_declarations(context.engine, context.version_check_seconds)
 
         def build() -> Any:
-            frame = site_stats(snapshot, filters, _GROUPINGS[by])
+            history = cached_view(context, snapshot, ("sites:history", filters, by),
+                                  lambda: site_stats(snapshot, filters, grouping))
+            frame = with_declared_capacity(history, snapshot, declared.frame, filters, grouping)
             for key in ("provider_code", "site_code"):
                 if key not in frame.columns:
                     frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(key))
@@ -113,7 +131,7 @@ class SitesController(Controller):
                 "items": frame.to_dicts(), "data_version": snapshot.version, "filters": filters.as_dict(),
                 "suppress_below": threshold if suppressed else None})
 
-        frame, body = cached_view(context, snapshot, ("sites", filters, by, suppressed), build)
+        frame, body = cached_view(context, snapshot, ("sites", filters, by, suppressed, declared.version), build)
         if wants_csv(request, output):
             return csv_response(frame, "site-stats")  # type: ignore[return-value]
         return Response(body, media_type="application/json")  # type: ignore[arg-type]

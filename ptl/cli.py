@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ingest.sources.commands",
     "api.commands",
     "ptl.matching.commands",
+    "ptl.commands.capacity",
 )
 
 
