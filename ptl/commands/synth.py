@@ -97,14 +97,50 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
           f"({report.linked_nhs_number:,} on NHS number, {report.linked_probabilistic:,} by "
           f"probabilistic match; {report.reviews_open} identity conflicts to review) in "
           f"{report.seconds:.1f}s")
+    _declare_demo_capacity(engine, system.providers)
     if args.no_serve:
         print("\nLook at it:")
         print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
         print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
         print("  ptl link review                # identity conflicts, not merged silently")
+        print("  ptl capacity list              # declared weekly capacity and what is in force")
         print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
         return 0
     return _serve_demo(engine, settings)
+
+
+def _declare_demo_capacity(engine: Any, providers: list[dict[str, Any]]) -> None:
+    """Declare trauma and orthopaedics capacity for the first trust and the first independent
+    provider (a fifth above the removals their history shows), so sites/stats has declared
+    figures to show beside the history-based ones."""
+    from ptl.declared_capacity import declare
+    from ptl.views.filters import ViewFilter
+    from ptl.views.sites import site_stats
+    from ptl.views.snapshot import load_snapshot
+
+    chosen = [next((p["provider_code"] for p in providers if p["kind"] == kind), None)
+              for kind in ("trust", "independent")]
+    import logging
+
+    quiet = logging.getLogger("ptl.views.snapshot")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the demo prints its own summary; serving logs rebuilds again
+    try:
+        snapshot = load_snapshot(engine)
+    finally:
+        quiet.setLevel(level)
+    stats = site_stats(snapshot, ViewFilter(treatment_function_code="110"), ("provider_code",))
+    removals = dict(stats.select("provider_code", "weekly_removals").iter_rows())
+    declared = []
+    for provider in chosen:
+        if provider is not None and removals.get(provider):
+            weekly = max(1, round(1.2 * removals[provider]))
+            declare(engine, provider_code=provider, treatment_function_code="110", weekly_capacity=weekly,
+                    note="demo: planned a fifth above recent removals", declared_by="cli:demo")
+            declared.append(f"{provider} {weekly:,} a week")
+    if declared:
+        print(f"6. declared trauma and orthopaedics (110) capacity: {', '.join(declared)} "
+              "(`ptl capacity list`)")
 
 
 def _serve_demo(engine: Any, settings: Settings) -> int:
@@ -116,12 +152,14 @@ def _serve_demo(engine: Any, settings: Settings) -> int:
     base = f"http://{settings.host}:{settings.port}"
     curl = f'curl -s -H "Authorization: Bearer {key}"'
     print(f"""
-6. serving the API at {base} (OpenAPI: {base}/schema); Ctrl-C stops it.
+7. serving the API at {base} (OpenAPI: {base}/schema); Ctrl-C stops it.
    A demo key with the icb role (whole system, identifiable; shown once):
      {key}
    Try, in another terminal:
      {curl} "{base}/api/v1/queue?treatment_function=110&limit=5"
      {curl} "{base}/api/v1/sites/stats?by=provider"
+     {curl} "{base}/api/v1/sites/stats?by=provider&treatment_function=110"
+     {curl} "{base}/api/v1/capacity"
      {curl} "{base}/api/v1/equity?by=imd_quintile"
      {curl} "{base}/api/v1/equity?by=ethnic_group&trend=true"
      {curl} "{base}/api/v1/equalisation?treatment_function=110"
