@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import polars as pl
-from sqlalchemy import Engine, exists, insert, select, update
+from sqlalchemy import Connection, Engine, exists, insert, select, update
 
 from ptl import codes
 from ptl.store.models import CurrentSnapshot, DeclaredCapacity, Organisation, Pathway, Site
@@ -246,7 +246,7 @@ def declare(engine: Engine, *, provider_code: Any, weekly_capacity: Any, site_co
                        declared_by_organisation=organisation_code, declared_at=declared_at, note=text)
 
 
-def _site_problem(connection: Any, provider: str, site: str, current_feed: int | None) -> str | None:
+def _site_problem(connection: Connection, provider: str, site: str, current_feed: int | None) -> str | None:
     """Why `site` cannot be declared for `provider`, or None when it can."""
     owner = connection.execute(select(Site.organisation_code).where(Site.code == site)).scalar_one_or_none()
     if owner is not None:

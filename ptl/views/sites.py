@@ -382,19 +382,27 @@ def _sum_if_all_known(column: str) -> pl.Expr:
 def declared_weekly_capacity(snapshot: Snapshot, declarations: pl.DataFrame, filters: ViewFilter = NO_FILTER,
                              by: Sequence[str] = SITE_KEYS) -> pl.DataFrame:
     """Per row of `site_stats(snapshot, filters, by)`: its keys and `declared_weekly_capacity`
-    (null when no declaration matches the row's scope: rules in the module docstring).
+    (null when no declaration matches the row's scope: rules in the module docstring). Rows
+    with nothing declared may be left out (a left join gives them null).
     `declarations`: every stored declaration (`ptl.declared_capacity.DECLARATION_SCHEMA`)."""
     keys = list(by)
-    current = snapshot.current
-    sites = _row_sites(current, filters)
+    if keys not in (list(SITE_KEYS), ["provider_code"], []):
+        raise ValueError("declared capacity is matched per provider_code and site_code, per provider_code or "
+                         "for the whole system")
     capacity = "declared_weekly_capacity"
+    nothing = pl.DataFrame(schema={**{k: pl.String for k in keys}, capacity: pl.Int64})
     narrowed = any(v is not None for v in (filters.priority, filters.waiting_list_type, filters.procedure_code))
     tfc = filters.treatment_function_code
-    scoped = in_force(declarations, _provider_census(current)).filter(
+    candidates = declarations.filter(
         pl.col("treatment_function_code").is_null() if tfc is None else pl.col("treatment_function_code") == tfc)
-    if narrowed:
-        scoped = scoped.clear()
-    site_values = sites.join(
+    # Nothing declared for this scope (the usual case for most filters): no need to read the list.
+    if narrowed or candidates.is_empty():
+        return nothing
+    current = snapshot.current
+    scoped = in_force(candidates, _provider_census(current))
+    if scoped.is_empty():
+        return nothing
+    site_values = _row_sites(current, filters).join(
         scoped.filter(pl.col("site_code").is_not_null()).select(*SITE_KEYS, pl.col("weekly_capacity").alias(capacity)),
         on=list(SITE_KEYS), how="left")
     if keys == list(SITE_KEYS):
@@ -405,13 +413,9 @@ def declared_weekly_capacity(snapshot: Snapshot, declarations: pl.DataFrame, fil
             "provider_code", pl.col("weekly_capacity").alias("__whole"))
         providers = providers.join(whole, on="provider_code", how="left").select(
             "provider_code", pl.coalesce("__whole", capacity).alias(capacity))
-    if keys == ["provider_code"]:
-        return providers
     if keys:
-        raise ValueError("declared capacity is matched per provider_code and site_code, per provider_code or "
-                         "for the whole system")
-    return providers.select(_sum_if_all_known(capacity)) if providers.height else pl.DataFrame(
-        {capacity: [None]}, schema={capacity: pl.Int64})
+        return providers
+    return providers.select(_sum_if_all_known(capacity)) if providers.height else nothing
 
 
 def with_declared_capacity(stats: pl.DataFrame, snapshot: Snapshot, declarations: pl.DataFrame,
