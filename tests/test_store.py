@@ -64,3 +64,48 @@ def test_bulk_insert_round_trips_every_value_on_both_backends(store_engine: Engi
     assert back.get_column("values_census_date").to_list() == [dt.date(2024, 6, 30)] * 4
     assert back.get_column("nhs_number").null_count() == 4
     assert back.get_column("first_feed_id").cast(pl.Int64).to_list() == [7] * 4
+
+
+def test_bulk_insert_converts_frame_types_to_the_columns_types(store_engine: Engine) -> None:
+    """PostgreSQL's binary COPY needs each value in its column's exact type: a frame's Int64
+    into a smallint, a float, booleans, dates and a timezone-aware timestamp all arrive as
+    written (and as CSV when a date comes as text), on both backends."""
+    import datetime as dt
+
+    import polars as pl
+
+    from ptl.store.bulk import insert_frame, read_frame
+
+    at = dt.datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=dt.UTC)
+    rows = pl.DataFrame({
+        "id": [1, 2], "feed_id": [9, 9], "provider_code": ["RXX", "RXX"],
+        "census_date": [dt.date(2026, 11, 22)] * 2, "source_identity_id": [5, 6],
+        "pathway_id": ["P1", "P'2"], "pathway_id_issuer": ["RXX", "RXX"],
+        "treatment_function_code": ["100", "101"], "waiting_list_type": ["IRTT", "IRTT"],
+        "is_rtt": [True, False], "asa_grade": [3, None], "bmi": [31.25, None],
+        "learning_disability": [None, True], "days_waited": [400, 12], "priority_rank": [2, 9],
+    })
+    text_dates = rows.slice(1).with_columns(pl.lit("2026-11-22").alias("census_date"), pl.lit(3).alias("id"))
+    with store_engine.connect() as connection, connection.begin():
+        insert_frame(connection, "pathway", rows)
+        insert_frame(connection, "pathway", text_dates)
+        insert_frame(connection, "refdata_load", pl.DataFrame({
+            "id": [1], "kind": ["imd"], "filename": ["f.csv"], "sha256": ["0" * 64], "rows": [3],
+            "loaded_at": [at],
+        }))
+    schema = {"id": pl.Int64, "census_date": pl.Date, "is_rtt": pl.Boolean, "asa_grade": pl.Int64,
+              "bmi": pl.Float64, "learning_disability": pl.Boolean, "days_waited": pl.Int64}
+    with store_engine.connect() as connection:
+        back = read_frame(connection, "SELECT id, pathway_id, census_date, is_rtt, asa_grade, bmi, "
+                          "learning_disability, days_waited FROM pathway ORDER BY id", schema=schema)
+        loaded_at = connection.execute(sa.text("SELECT loaded_at FROM refdata_load")).scalar_one()
+    assert back.get_column("pathway_id").to_list() == ["P1", "P'2", "P'2"]
+    assert back.get_column("census_date").to_list() == [dt.date(2026, 11, 22)] * 3
+    assert back.get_column("is_rtt").to_list() == [True, False, False]
+    assert back.get_column("asa_grade").to_list() == [3, None, None]
+    assert back.get_column("bmi").to_list() == [31.25, None, None]
+    assert back.get_column("learning_disability").to_list() == [None, True, True]
+    assert back.get_column("days_waited").to_list() == [400, 12, 12]
+    if isinstance(loaded_at, str):  # SQLite keeps the text SQLAlchemy wrote
+        loaded_at = dt.datetime.fromisoformat(loaded_at).replace(tzinfo=dt.UTC)
+    assert loaded_at == at

@@ -1,7 +1,13 @@
 """Bulk movement of Polars frames in and out of the store, on each backend's fast path.
 
-Writes: PostgreSQL `COPY … FROM STDIN` (CSV, streamed in batches) through psycopg; SQLite
+Writes: PostgreSQL `COPY … FROM STDIN` through psycopg, in PostgreSQL's binary format encoded
+from Arrow by pgpq (in Rust) when every column has a binary encoding, else as CSV; SQLite
 `executemany` inside the caller's transaction. Never one ORM insert per row.
+
+Binary COPY spares the server parsing text: a million pathway rows cost it about 40% less
+CPU than the same rows as CSV, and encoding them costs the client less than writing the CSV
+(bench/RESULTS.md). Binary values must be exactly the column's type, so the frame is first
+conformed to the table's columns as the server describes them.
 Reads: PostgreSQL `COPY (query) TO STDOUT` into Polars; SQLite through the DB-API cursor.
 """
 
@@ -14,6 +20,11 @@ from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection
+
+try:  # the `postgres` extra
+    import pgpq
+except ImportError:  # pragma: no cover - CSV COPY still works without it
+    pgpq = None  # type: ignore[assignment]
 
 #: Rows per COPY batch: bounds the memory of the CSV text held at once.
 COPY_BATCH_ROWS = 200_000
@@ -36,6 +47,11 @@ def insert_frame(
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     if connection.dialect.name == "postgresql":
         cursor = _dbapi(connection).cursor()
+        binary = _binary_frame(cursor, table, frame)
+        if binary is not None:
+            _copy_binary(cursor, f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT binary)', binary,
+                         progress)
+            return frame.height
         sql = f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL \'{_NULL}\')'
         with cursor.copy(sql) as copy:
             for offset in range(0, frame.height, COPY_BATCH_ROWS):
@@ -66,6 +82,61 @@ def insert_frame(
         if progress:
             progress(min(offset + COPY_BATCH_ROWS, prepared.height))
     return frame.height
+
+
+#: PostgreSQL column types (as `format_type` names them) with a binary encoding from the
+#: Polars type beside them; anything else (json, numeric, arrays…) goes as CSV.
+_BINARY_TYPES: dict[str, pl.DataType] = {
+    "bigint": pl.Int64(), "integer": pl.Int32(), "smallint": pl.Int16(),
+    "double precision": pl.Float64(), "real": pl.Float32(), "boolean": pl.Boolean(),
+    "date": pl.Date(), "text": pl.String(),
+    "timestamp with time zone": pl.Datetime("us", "UTC"), "timestamp without time zone": pl.Datetime("us"),
+}
+
+
+def _binary_type(format_type: str) -> pl.DataType | None:
+    if format_type.startswith(("character varying", "character(")) or format_type == "character":
+        return pl.String()
+    return _BINARY_TYPES.get(format_type)
+
+
+def _binary_frame(cursor: Any, table: str, frame: pl.DataFrame) -> pl.DataFrame | None:
+    """`frame` with every column cast to the binary form of its table column, or None when a
+    column has no binary encoding here (or text would have to be parsed into another type:
+    the server's text input does that, as CSV)."""
+    if pgpq is None:
+        return None
+    cursor.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (f'"{table}"',),
+    )
+    declared = dict(cursor.fetchall())
+    casts: list[pl.Expr] = []
+    for name, dtype in frame.schema.items():
+        target = _binary_type(declared.get(name, ""))
+        if target is None or (dtype == pl.String and target != pl.String):
+            return None
+        column = pl.col(name)
+        if isinstance(target, pl.Datetime) and isinstance(dtype, pl.Datetime) and dtype.time_zone is None \
+                and target.time_zone is not None:
+            column = column.dt.replace_time_zone("UTC")  # naive times are UTC throughout
+        casts.append(column.cast(target) if dtype != target else column)
+    return frame.select(casts)
+
+
+def _copy_binary(cursor: Any, sql: str, frame: pl.DataFrame, progress: Callable[[int], None] | None) -> None:
+    table = frame.to_arrow()
+    encoder = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
+    with cursor.copy(sql) as copy:
+        copy.write(encoder.write_header())
+        done = 0
+        for batch in table.to_batches(max_chunksize=COPY_BATCH_ROWS):
+            copy.write(encoder.write_batch(batch))
+            done += batch.num_rows
+            if progress:
+                progress(done)
+        copy.write(encoder.finish())
 
 
 def _sql_literal(value: object) -> str:
