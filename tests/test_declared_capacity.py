@@ -86,7 +86,8 @@ def test_cli_declares_lists_and_withdraws(cli_store: str, capsys: pytest.Capture
         "ptl capacity: there is no capacity declaration 99: see `ptl capacity list`")
 
 
-@pytest.mark.parametrize(("options", "message"), [
+#: Bad declarations and the exact line each gets.
+REFUSALS: list[tuple[list[str], str]] = [
     (["--provider", "RZZ", "--weekly", "5"],
      "--provider: 'RZZ' is not a known organisation: load its first extract (`ptl ingest`) or the ODS file "
      "(`ptl refdata load ods FILE`) before declaring its capacity"),
@@ -111,10 +112,15 @@ def test_cli_declares_lists_and_withdraws(cli_store: str, capsys: pytest.Capture
     (["--provider", "RXX", "--weekly", "0", "--valid-from", "soon"],
      "--weekly: 0 is not a capacity; give 1 to 20,000 clock stops a week (to stop a declaration counting, "
      "withdraw it); --valid-from: 'soon' is not a date; use YYYY-MM-DD"),
-])
-def test_cli_refuses_bad_declarations_in_one_line(cli_store: str, capsys: pytest.CaptureFixture[str],
-                                                  options: list[str], message: str) -> None:
-    assert _refused(["capacity", "declare", *options], capsys) == f"ptl capacity: {message}"
+]
+
+
+def test_cli_refuses_bad_declarations_in_one_line(cli_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # One store for every case: each refusal leaves it unchanged.
+    for options, message in REFUSALS:
+        assert _refused(["capacity", "declare", *options], capsys) == f"ptl capacity: {message}", options
+    assert main(["capacity", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 # --- the API -----------------------------------------------------------------------------------

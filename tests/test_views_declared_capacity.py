@@ -245,7 +245,7 @@ declared_filters = st.builds(
 )
 
 
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(ptls(), declared(), declared_filters,
        st.sampled_from([("provider_code", "site_code"), ("provider_code",), ()]))
 def test_declared_capacity_matches_reference(ptl: GeneratedPtl, rows: list[dict[str, Any]], f: ViewFilter,
