@@ -4,6 +4,9 @@
 transaction. Two implementations:
 
 - `ConnectionWrites`: a SQLAlchemy connection; bulk rows by `COPY` on PostgreSQL (psycopg).
+  On PostgreSQL the feed's pathways go to a `PartitionWrites` on a second connection: the
+  feed's own partition, built apart and attached by the feed's transaction
+  (ptl/store/pathway_partitions.py), so the server writes identities and pathways at once.
 - `SqliteWriterProcess` (ingest/sqlite_writer.py): a SQLite file, written by a process of its
   own through ADBC, which binds Arrow columns in C instead of one Python value at a time.
 """
@@ -20,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ingest.sqlite_writer import IDENTITY_SCHEMA, IDENTITY_VALUES, SqliteWriterProcess
+from ptl.store import pathway_partitions
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import write_connection
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
@@ -45,6 +49,11 @@ class FeedWrites(Protocol):
     def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None: ...
     def current_census(self, provider_code: str) -> dt.date | None: ...
     def set_current(self, provider_code: str, feed_id: int, census_date: dt.date) -> None: ...
+    def open_partition(self, feed_id: int) -> PartitionWrites | None:
+        """The feed's pathway partition on a connection of its own, or None: pathways then go
+        through `insert` in this transaction."""
+        ...
+    def attach_partition(self, feed_id: int) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
 
@@ -79,10 +88,65 @@ def insert_feed(connection: Connection, values: dict[str, Any]) -> int:
     return int(connection.execute(insert(Feed).values(**values).returning(Feed.id)).scalar_one())
 
 
+class PartitionWrites:
+    """One feed's pathways in a table of their own, on a second connection (PostgreSQL).
+
+    Its own transaction creates the table, takes the COPYs and, in `finish`, builds the
+    primary key and commits; the feed's transaction then attaches the table. A session
+    advisory lock held from start to `close` marks the table as a live load's, so that only
+    tables left by dead loads are dropped by `pathway_partitions.drop_abandoned`."""
+
+    def __init__(self, engine: Engine, feed_id: int) -> None:
+        self.feed_id = feed_id
+        self.table = pathway_partitions.partition_name(feed_id)
+        self._stack = ExitStack()
+        self.connection: Connection = self._stack.enter_context(engine.connect())
+        self._lock = {"key": pathway_partitions.staging_lock_key(feed_id)}
+        self._committed = False
+        try:
+            with self.connection.begin():
+                pathway_partitions.drop_abandoned(self.connection)
+                self.connection.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), self._lock)
+            self._transaction = self.connection.begin()
+            pathway_partitions.create_unattached(self.connection, feed_id)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def insert(self, frame: pl.DataFrame) -> None:
+        insert_frame(self.connection, self.table, frame)
+
+    def finish(self) -> None:
+        """Index and commit the table: it waits, unattached, for the feed's transaction."""
+        pathway_partitions.index_unattached(self.connection, self.feed_id)
+        self._transaction.commit()
+        self._committed = True
+
+    def close(self) -> None:
+        """Let go of the table (once attached, or dropped)."""
+        try:
+            with self.connection.begin():
+                self.connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), self._lock)
+        finally:
+            self._stack.close()
+
+    def abort(self) -> None:
+        """Undo the table: roll back its transaction, or drop it if already committed."""
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+            elif self._committed:
+                with self.connection.begin():
+                    self.connection.execute(text(f'DROP TABLE IF EXISTS "{self.table}"'))
+        finally:
+            self.close()
+
+
 class ConnectionWrites:
     """A load transaction on a SQLAlchemy connection of its own (PostgreSQL: COPY)."""
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._stack = ExitStack()
         self.connection: Connection = self._stack.enter_context(write_connection(engine))
         self._transaction: Any = None
@@ -183,6 +247,14 @@ class ConnectionWrites:
                       "updated_at": statement.excluded.updated_at},
             )
         )
+
+    def open_partition(self, feed_id: int) -> PartitionWrites | None:
+        if not pathway_partitions.is_partitioned(self.connection):
+            return None
+        return PartitionWrites(self._engine, feed_id)
+
+    def attach_partition(self, feed_id: int) -> None:
+        pathway_partitions.attach(self.connection, feed_id)
 
     def commit(self) -> None:
         try:

@@ -9,6 +9,9 @@ on SQLite (ingest/feed_writes.py).
 `FeedLoad` runs that transaction on a thread of its own and takes the snapshot in batches, so
 the database stores batch k while the pipeline validates batch k+1: on two cores, Polars works
 on one while the database (or SQLite's C library, which releases the GIL) works on the other.
+On PostgreSQL the pathways go to the feed's own partition on a second connection and a third
+thread (`PartitionWrites`, ingest/feed_writes.py), so the server writes a batch's identities
+and its pathways at once; the feed's transaction attaches the partition when it commits.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine
 
-from ingest.feed_writes import IDENTITY_VALUES, FeedWrites, open_feed_writes
+from ingest.feed_writes import IDENTITY_VALUES, FeedWrites, PartitionWrites, open_feed_writes
 from ptl.store.models import Pathway
 
 log = logging.getLogger("ptl.ingest.load")
@@ -131,6 +134,10 @@ class FeedLoad:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptl-feed-load")
         self._pending: deque[Future[Any]] = deque()
         self._writes: FeedWrites | None = None
+        # PostgreSQL: the feed's pathway partition, written on its own connection and thread.
+        self._partition: PartitionWrites | None = None
+        self._partition_executor: ThreadPoolExecutor | None = None
+        self._partition_pending: deque[Future[Any]] = deque()
         self._aborted = False
         self._existing = pl.DataFrame()
         self._ids = pl.DataFrame()  # local_patient_id → id, every patient of the file
@@ -186,6 +193,8 @@ class FeedLoad:
             self._executor.submit(self._rollback).result()
         finally:
             self._executor.shutdown(wait=True)
+            if self._partition_executor is not None:
+                self._partition_executor.shutdown(wait=True)
 
     def _submit(self, work: Callable[..., Any], *args: Any) -> None:
         def timed() -> Any:
@@ -217,6 +226,9 @@ class FeedLoad:
             return
         writes.ensure_organisation(record.provider_code)
         self.feed_id = writes.insert_feed(_feed_values(record, "loaded"))
+        self._partition = writes.open_partition(self.feed_id)
+        if self._partition is not None:
+            self._partition_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptl-feed-partition")
         self._existing = writes.existing_identities(record.provider_code).sort("local_patient_id")
         log.debug("load begun", extra={"feed_id": self.feed_id, "provider": record.provider_code,
                                        "existing_identities": self._existing.height})
@@ -258,8 +270,22 @@ class FeedLoad:
         )
         first = self._writes.allocate_ids("pathway", rows.height)
         rows = rows.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
-        self._writes.insert("pathway", rows)
-        self.rows_stored += rows.height
+        if self._partition is None:
+            self._writes.insert("pathway", rows)
+            self._stored(rows.height)
+            return
+        assert self._partition_executor is not None
+        while len(self._partition_pending) > 1:  # at most one batch waits behind the one written
+            self._partition_pending.popleft().result()
+        self._partition_pending.append(self._partition_executor.submit(self._insert_partition, rows))
+
+    def _insert_partition(self, rows: pl.DataFrame) -> None:
+        assert self._partition is not None
+        self._partition.insert(rows)
+        self._stored(rows.height)
+
+    def _stored(self, rows: int) -> None:
+        self.rows_stored += rows
         log.debug("pathways stored", extra={"feed_id": self.feed_id, "rows": self.rows_stored})
 
     def _store_identities(self, pathways: pl.DataFrame, lo: str, hi: str) -> None:
@@ -312,11 +338,32 @@ class FeedLoad:
         became_current = current is None or self._census >= current
         if became_current:
             writes.set_current(record.provider_code, self.feed_id, self._census)
+        if self._partition is not None:
+            assert self._partition_executor is not None
+            while self._partition_pending:
+                self._partition_pending.popleft().result()
+            self._partition_executor.submit(self._partition.finish).result()
+            writes.attach_partition(self.feed_id)  # last: it locks the parent until the commit
         record.load_seconds = self.store_seconds + time.perf_counter() - started
         writes.update_feed(self.feed_id, {name: getattr(record, name) for name in _OUTCOME_COLUMNS})
         writes.commit()
+        partition, self._partition = self._partition, None  # attached and committed: never undo
+        if partition is not None:
+            try:
+                partition.close()
+            except Exception:  # the load is committed; the lock goes with the connection anyway
+                log.warning("could not release the partition lock", extra={"feed_id": self.feed_id},
+                            exc_info=True)
         return LoadOutcome(feed_id=self.feed_id, duplicate=False, became_current=became_current)
 
     def _rollback(self) -> None:
-        if self._writes is not None:
-            self._writes.rollback()
+        try:
+            if self._partition is not None:
+                for future in self._partition_pending:
+                    future.exception()
+                self._partition_pending.clear()
+                self._partition.abort()
+                self._partition = None
+        finally:
+            if self._writes is not None:
+                self._writes.rollback()

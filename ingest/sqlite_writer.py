@@ -103,6 +103,13 @@ class SqliteWriterProcess:
     def set_current(self, provider_code: str, feed_id: int, census_date: dt.date) -> None:
         self._call("set_current", provider_code, feed_id, census_date)
 
+    def open_partition(self, feed_id: int) -> None:
+        """SQLite has no partitions: pathways go through `insert`."""
+        return None
+
+    def attach_partition(self, feed_id: int) -> None:
+        raise NotImplementedError("SQLite has no pathway partitions")
+
     def commit(self) -> None:
         try:
             self._call("commit")

@@ -17,8 +17,11 @@ target_metadata = Base.metadata
 
 
 def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    # APScheduler owns its job table; keep it out of autogenerate.
-    return not (type_ == "table" and name == "apscheduler_jobs")
+    # APScheduler owns its job table; each loaded feed's pathways are a partition of `pathway`
+    # on PostgreSQL (migration 0008), made by the loader: keep them out of autogenerate.
+    if type_ == "table" and (name == "apscheduler_jobs" or name.startswith("pathway_feed_")):
+        return False
+    return not (type_ == "index" and obj.table.name.startswith("pathway_feed_"))
 
 
 def run_migrations_online() -> None:

@@ -25,7 +25,18 @@ def counts(engine: Engine) -> dict[str, object]:
             "current": [(p, f, str(c)[:10]) for p, f, c in scalar(sa.text(
                 "SELECT provider_code, feed_id, census_date FROM current_snapshot ORDER BY 1"))],
             "loaded_feeds": scalar(sa.text("SELECT COUNT(*) FROM feed WHERE status = 'loaded'")).scalar_one(),
+            # PostgreSQL: a feed's pathway table left unattached (a load that did not finish)
+            "unattached": unattached_pathway_tables(connection),
         }
+
+
+def unattached_pathway_tables(connection: sa.Connection) -> list[str]:
+    if connection.dialect.name != "postgresql":
+        return []
+    return list(connection.execute(sa.text(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'pathway\\_feed\\_%' "
+        "AND NOT relispartition ORDER BY 1"
+    )).scalars())
 
 
 def ingest(engine: Engine, path: Path, **kwargs: object) -> IngestResult:
@@ -211,3 +222,39 @@ def test_lsoa_and_imd_are_derived_from_the_loaded_reference_data(
 def test_delimiters_are_sniffed(store_engine: Engine, tmp_path: Path, delimiter: str) -> None:
     path = write_csv(tmp_path / "ptl.csv", good_rows(3), delimiter=delimiter)
     assert ingest(store_engine, path).rows_loaded == 3
+
+
+def test_postgresql_keeps_each_feed_in_its_own_partition_and_drops_what_a_dead_load_left(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A feed's pathways are built in a table of their own and attached by the feed's
+    transaction; a table a killed load left unattached is invisible and dropped by the next
+    load; a refused load leaves none."""
+    from ptl.store import migrate, pathway_partitions
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(postgres_url)
+    migrate.upgrade(engine)
+    first = ingest(engine, write_csv(tmp_path / "a.csv", good_rows(8)), batch_rows=3)
+    assert first.status == "loaded"
+    with engine.connect() as connection:
+        assert pathway_partitions.is_partitioned(connection)
+        partitions = connection.execute(sa.text(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'pathway'::regclass")).all()
+        assert partitions == [(f"pathway_feed_{first.feed_id}", f"FOR VALUES IN ('{first.feed_id}')")]
+    # What a load killed between its two commits leaves: a built table, never attached.
+    with engine.begin() as connection:
+        pathway_partitions.create_unattached(connection, 999)
+        connection.execute(sa.text(f"CREATE TEMPORARY TABLE dead AS SELECT * FROM pathway_feed_{first.feed_id}"))
+        connection.execute(sa.text("UPDATE dead SET feed_id = 999, id = id + 100000"))
+        connection.execute(sa.text("INSERT INTO pathway_feed_999 SELECT * FROM dead"))
+    before = counts(engine)
+    assert before["unattached"] == ["pathway_feed_999"] and before["pathway"] == 8
+    rows = [good_row(n, census_date="2024-07-07") for n in range(1, 11)]
+    for n in range(7, 10):
+        rows[n] = good_row(n + 1, census_date="2024-07-07", waiting_list_type="XXXX")
+    refused = ingest(engine, write_csv(tmp_path / "late.csv", rows), batch_rows=4)
+    assert refused.status == "refused"
+    assert counts(engine) == {**before, "unattached": []}  # the dead load's table is gone, and no new one
+    engine.dispose()

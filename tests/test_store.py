@@ -75,6 +75,7 @@ def test_bulk_insert_converts_frame_types_to_the_columns_types(store_engine: Eng
     import polars as pl
 
     from ptl.store.bulk import insert_frame, read_frame
+    from ptl.store.pathway_partitions import ensure_partition
 
     at = dt.datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=dt.UTC)
     rows = pl.DataFrame({
@@ -87,6 +88,7 @@ def test_bulk_insert_converts_frame_types_to_the_columns_types(store_engine: Eng
     })
     text_dates = rows.slice(1).with_columns(pl.lit("2026-11-22").alias("census_date"), pl.lit(3).alias("id"))
     with store_engine.connect() as connection, connection.begin():
+        ensure_partition(connection, 9)  # PostgreSQL: pathways live in their feed's partition
         insert_frame(connection, "pathway", rows)
         insert_frame(connection, "pathway", text_dates)
         insert_frame(connection, "refdata_load", pl.DataFrame({
@@ -109,3 +111,44 @@ def test_bulk_insert_converts_frame_types_to_the_columns_types(store_engine: Eng
     if isinstance(loaded_at, str):  # SQLite keeps the text SQLAlchemy wrote
         loaded_at = dt.datetime.fromisoformat(loaded_at).replace(tzinfo=dt.UTC)
     assert loaded_at == at
+
+
+def test_partitioning_migration_keeps_every_pathway_and_reverses(postgres_url: str) -> None:
+    """Migration 0008 moves an existing store's pathways into a partition per feed (and back
+    on downgrade) without losing a row, and the id sequence stays with `pathway`."""
+    import polars as pl
+
+    from ptl.store.bulk import insert_frame
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(postgres_url)
+    migrate.downgrade(engine, "base")
+    migrate.upgrade(engine, "0007_declared_capacity")
+    rows = pl.DataFrame({
+        "id": [1, 2, 3], "feed_id": [4, 4, 7], "provider_code": ["RXX"] * 3,
+        "census_date": ["2026-11-22"] * 3, "source_identity_id": [1, 2, 3],
+        "pathway_id": ["A", "B", "C"], "pathway_id_issuer": ["RXX"] * 3, "treatment_function_code": ["110"] * 3,
+        "waiting_list_type": ["IRTT"] * 3, "is_rtt": [True] * 3, "priority_rank": [2] * 3,
+    })
+    with engine.begin() as connection:
+        insert_frame(connection, "pathway", rows)
+
+    def state() -> tuple[object, ...]:
+        with engine.connect() as connection:
+            return (
+                connection.execute(sa.text("SELECT feed_id, id, pathway_id FROM pathway ORDER BY id")).all(),
+                connection.execute(sa.text("SELECT pg_get_serial_sequence('pathway', 'id')")).scalar(),
+            )
+
+    before = state()
+    migrate.upgrade(engine)
+    assert state() == before
+    with engine.connect() as connection:
+        partitions = connection.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'pathway'::regclass ORDER BY 1")).scalars().all()
+    assert partitions == ["pathway_feed_4", "pathway_feed_7"]
+    migrate.downgrade(engine, "0007_declared_capacity")
+    assert state() == before
+    migrate.upgrade(engine)
+    engine.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from ptl import codes, rtt
 from ptl.store.bulk import insert_frame
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
+from ptl.store.pathway_partitions import ensure_partition
 from ptl.views.feed_frames import FeedFrameCache
 from ptl.views.filters import ViewFilter
 from ptl.views.sites import _build_transitions, census_transitions, site_stats
@@ -46,6 +47,8 @@ def add_feed(connection: sa.Connection, feed_id: int, provider: str, census: dt.
         id=feed_id, provider_code=provider, census_date=census, filename="f.csv", sha256=f"{feed_id:064d}",
         file_format="csv", profile="wlmds", source="cli", status=status, rows_read=10, rows_loaded=10,
         rows_rejected=rows_rejected, rows_warned=0, received_at=now))
+    if status == "loaded":  # PostgreSQL: the feed's pathway partition (a loader makes its own)
+        ensure_partition(connection, feed_id)
     if current:
         connection.execute(sa.delete(CurrentSnapshot).where(CurrentSnapshot.provider_code == provider))
         connection.execute(sa.insert(CurrentSnapshot).values(
