@@ -36,6 +36,7 @@ identifiable tier.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -167,13 +168,22 @@ def _population(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
 
 def group_table(frame: pl.DataFrame, by: str, partition: Sequence[str] = ()) -> pl.DataFrame:
     """Per group (and partition, e.g. census_date): `EQUITY_COLUMNS` over open pathways."""
+    return _table_from_counts(_value_counts(frame, by, partition), by, partition)
+
+
+def _value_counts(frame: pl.DataFrame, by: str, partition: Sequence[str] = ()) -> pl.DataFrame:
+    """Per partition, raw value of `by` and week band: pathways `f` and their days waited."""
+    return frame.group_by([*partition, by, "week_band"]).agg(
+        pl.len().cast(pl.Int64).alias("f"), pl.col("days_waited").cast(pl.Int64).sum().alias("days"))
+
+
+def _table_from_counts(counts: pl.DataFrame, by: str, partition: Sequence[str] = ()) -> pl.DataFrame:
+    """`group_table` from `_value_counts` (or sums of them over disjoint sets of pathways)."""
     keys = [*partition, "group"]
     # Count per raw value and week band first (few groups), then fold values into `group`:
     # the text labels are built for a few hundred rows, not for every pathway.
     fine = (
-        frame.group_by([*partition, by, "week_band"])
-        .agg(pl.len().cast(pl.Int64).alias("f"), pl.col("days_waited").cast(pl.Int64).sum().alias("days"))
-        .with_columns(group_expr(by))
+        counts.with_columns(group_expr(by))
         .group_by([*keys, "week_band"])
         .agg(pl.col("f").sum(), pl.col("days").sum())
     )
@@ -237,7 +247,7 @@ def equity(current: pl.DataFrame, by: EquityDimension | str, filters: ViewFilter
     total = int(groups["open_pathways"].sum())
     trend = None
     if trend_history is not None:
-        trend = group_table(_trend_rows(trend_history, filters), by, ("census_date",)).sort(
+        trend = _table_from_counts(_trend_counts(trend_history, by, filters), by, ("census_date",)).sort(
             "census_date", pl.col("group") == UNKNOWN, "group")
     return EquityResult(
         by=by,
@@ -260,6 +270,67 @@ def _trend_rows(history: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
         return history.select(columns).filter(open_rtt_expr())
 
     return filters.apply(once_per_frame(history, "equity_trend_rows", build))
+
+
+#: Each provider's trend counts from the histories seen, keyed by what its rows are made of
+#: (see `_trend_counts`), the filter and the dimension.
+_provider_trends: dict[tuple[object, ...], pl.DataFrame] = {}
+_provider_trends_lock = threading.Lock()
+#: How many filters' counts `_provider_trends` keeps besides the unfiltered ones.
+_TREND_FILTERS_KEPT: Final[int] = 8
+
+
+def _trend_counts(history: pl.DataFrame, by: str, filters: ViewFilter) -> pl.DataFrame:
+    """`_value_counts` of the open RTT history rows meeting the filter, per census.
+
+    History pathways are counted per pathway, so a provider's counts depend on its own rows
+    alone. When the snapshot reader described the frame (each provider's feeds, moves and
+    identity-link run: `read_snapshot`), each provider's counts are reused from the previous
+    history while that description and its row count are unchanged: after one provider's
+    weekly load only that provider is counted again (sums of counts over disjoint sets of
+    pathways are exact). Other frames are counted whole."""
+    from ptl.views.snapshot import once_per_frame
+
+    described: dict[str, tuple[object, ...]] | None = once_per_frame(
+        history, "provider_sources", lambda: None)
+    if described is None:
+        return _value_counts(_trend_rows(history, filters), by, ("census_date",))
+    rows = once_per_frame(history, "provider_rows",
+                          lambda: dict(history.group_by("provider_code").len().iter_rows()))
+    if set(rows) - set(described):
+        return _value_counts(_trend_rows(history, filters), by, ("census_date",))
+    keys = {provider: (described[provider], rows.get(provider, 0), filters) for provider in described}
+    with _provider_trends_lock:
+        known = dict(_provider_trends)
+    missing = [provider for provider in keys if (*keys[provider], by) not in known]
+    parts = {provider: known[(*keys[provider], by)] for provider in keys if provider not in missing}
+    if missing:
+        # Every dimension at once: the other dimensions' trends follow on the next requests.
+        selected = [c for c in (*FILTER_COLUMNS, "census_date", *REFERENCE_GROUPS, "days_waited",
+                                "week_band", "is_rtt", "rtt_status") if c in history.columns]
+        fresh = filters.apply(history.filter(pl.col("provider_code").is_in(missing))
+                              .select(selected).filter(open_rtt_expr()))
+        found: dict[tuple[object, ...], pl.DataFrame] = {}
+        for dimension in REFERENCE_GROUPS:
+            counted = _value_counts(fresh, dimension, ("provider_code", "census_date"))
+            split = counted.partition_by("provider_code", as_dict=True, include_key=False)
+            for provider in missing:
+                found[(*keys[provider], dimension)] = split.get((provider,), counted.drop("provider_code").clear())
+        parts.update({provider: found[(*keys[provider], by)] for provider in missing})
+        # Forget providers' rows no longer in the history (kept: every filter's counts of these).
+        live = {key[:2] for key in keys.values()}
+        with _provider_trends_lock:
+            for key in [k for k in _provider_trends if k[:2] not in live]:
+                del _provider_trends[key]
+            _provider_trends.update(found)
+            # Bounded: the unfiltered counts and those of the filters used most recently.
+            kept = list(dict.fromkeys(k[2] for k in reversed(_provider_trends)))
+            dropped = {f for f in kept[_TREND_FILTERS_KEPT:] if f != NO_FILTER}
+            for key in [k for k in _provider_trends if k[2] in dropped]:
+                del _provider_trends[key]
+    if not parts:
+        return _value_counts(_trend_rows(history, filters), by, ("census_date",))
+    return pl.concat([parts[provider] for provider in sorted(parts, key=str)], how="vertical")
 
 
 def suppress(frame: pl.DataFrame, count_columns: Sequence[str], threshold: int,

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+import numpy as np
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -323,14 +324,55 @@ _LINK_SCHEMA: Final[dict[str, Any]] = {"source_identity_id": pl.Int64, "person_i
 def _with_identity(pathways: pl.DataFrame, flags: pl.DataFrame,
                    links: pl.DataFrame | None) -> pl.DataFrame:
     """`current` from the pathway rows, the presence flags per source identity and the
-    identity links: joined here rather than in the database (hash joins of a million rows by a
-    million are several times faster in Polars than in a two-core PostgreSQL)."""
-    keyed = pathways.join(flags, on="source_identity_id", how="left", maintain_order="left")
+    identity links: joined here rather than in the database (a two-core PostgreSQL is several
+    times slower at it), and by position rather than by hashing where the ids allow
+    (`_rows_of`): a million pathways looked up in a million identities in tens of
+    milliseconds instead of half a second."""
+    probe = pathways.get_column("source_identity_id")
+    person = None
     if links is not None and links.height:
         # MIN: one person per source record even if the table keeps superseded links.
         person = links.group_by("source_identity_id").agg(pl.col("person_id").min())
-        keyed = keyed.join(person, on="source_identity_id", how="left", maintain_order="left")
+    looked_up: list[pl.Series] = []
+    for table, columns in ((flags, ("has_nhs_number", "has_postcode")), (person, ("person_id",))):
+        if table is None:
+            continue
+        rows = _rows_of(table.get_column("source_identity_id"), probe)
+        if rows is None:  # ids too sparse for an array: the hash join gives the same rows
+            looked_up.extend(pathways.select("source_identity_id").join(
+                table, on="source_identity_id", how="left", maintain_order="left").select(columns))
+        else:
+            looked_up.extend(table.select(pl.col(c).gather(rows) for c in columns))
+    keyed = pathways.with_columns(looked_up)
     return keyed.with_columns(pl.col("has_nhs_number", "has_postcode").fill_null(False))
+
+
+#: `_rows_of` indexes an array by id when the largest id is at most this many times the
+#: number of ids, plus `_DENSE_SLACK` (source identity ids come from a sequence: dense).
+_DENSE_FACTOR: Final[int] = 4
+_DENSE_SLACK: Final[int] = 1_000_000
+
+
+def _rows_of(keys: pl.Series, probe: pl.Series) -> pl.Series | None:
+    """For each value of `probe`, the row of `keys` holding it, or null when no row does: what
+    a left join of `probe` on unique `keys` finds, read from an array indexed by key. None when
+    that does not apply (a null or negative key, a repeated key, or keys too sparse)."""
+    n = keys.len()
+    if n == 0:
+        return pl.Series(values=[None] * probe.len(), dtype=pl.Int64)
+    low, high = keys.min(), keys.max()
+    if (keys.null_count() or not isinstance(low, int) or not isinstance(high, int) or low < 0
+            or high > _DENSE_FACTOR * n + _DENSE_SLACK):
+        return None
+    # One slot per possible id, plus a last one (never a row) for ids outside [0, high].
+    position = np.full(high + 2, -1, dtype=np.int64)
+    position[keys.cast(pl.Int64).to_numpy()] = np.arange(n, dtype=np.int64)
+    if int(np.count_nonzero(position >= 0)) != n:
+        return None  # a repeated key: a join would repeat rows
+    wanted = probe.cast(pl.Int64).fill_null(-1).to_numpy()
+    rows = position[np.where((wanted < 0) | (wanted > high), high + 1, wanted)]
+    found = pl.Series("row", rows)
+    return pl.select(pl.when(found >= 0).then(found)).to_series()
 
 
 def newest_feed_ids(engine: Engine) -> tuple[int, int, int]:
@@ -481,16 +523,23 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
     # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
     # every later group-by, join and sort slower.
     current = current.rechunk()
-    history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical").rechunk()
+    # History is left in one chunk per feed (the current part shares `current`'s columns):
+    # copying two million rows into one chunk cost more than it saved, as views read history
+    # one provider at a time (census transitions, equity trends).
+    history = pl.concat([current.select(list(HISTORY_SCHEMA)), older], how="vertical")
     # What each provider's history rows are made of, for views that reuse per-provider work
-    # across snapshots (`ptl.views.sites` census transitions): its feeds (id, file hash,
-    # received time: unique across stores), and what can drop or change rows of its current
-    # feed without a new feed: completed moves, and the identity links they are matched by.
+    # across snapshots (`ptl.views.sites` census transitions, `ptl.views.equity` trends): its
+    # feeds (id, file hash, received time: unique across stores), and what can drop or change
+    # rows of its current feed without a new feed: completed moves, and the identity links
+    # they are matched by.
     moves_digest = (moves.height, int(moves.hash_rows().sum()) if moves.height else 0)
-    remember_for_frame(history, "provider_fingerprints", {
+    sources = {
         provider: (provider, tuple(f for f in (*current_feeds, *older_feeds) if f.provider_code == provider),
                    link_version, moves_digest)
-        for provider in {f.provider_code for f in (*current_feeds, *older_feeds)}})
+        for provider in {f.provider_code for f in (*current_feeds, *older_feeds)}}
+    remember_for_frame(history, "provider_fingerprints", sources)
+    # The same, under a name only the reader gives (views tell a described frame by it).
+    remember_for_frame(history, "provider_sources", sources)
     if frame_cache is not None and folder is not None:
         for feed, frame in fresh:
             frame_cache.write(folder, feed, frame)
