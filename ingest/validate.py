@@ -111,7 +111,7 @@ def map_columns(
         if name in matched:
             header = matched[name]
             source_columns[name] = header
-            exprs.append(pl.col(header).cast(pl.String).str.strip_chars().alias(name))
+            exprs.append(pl.col(header).cast(pl.String).alias(name))
         elif name in profile.defaults:
             source_columns[name] = "(profile default)"
             exprs.append(pl.lit(profile.defaults[name], dtype=pl.String).alias(name))
@@ -119,8 +119,15 @@ def map_columns(
             source_columns[name] = "(not supplied)"
             exprs.append(pl.lit(None, dtype=pl.String).alias(name))
     frame = extract_frame.select(exprs)
-    # A blank cell is no value (CSV empty fields are null already; spaces and XLSX are not).
     text_columns = [name for name in matched if name in frame.columns]
+    # Surrounding whitespace is no part of a value. A column with none keeps the very column
+    # that was read (no copy: a big file is held once, not twice); the others are stripped.
+    for name in text_columns:
+        column = frame.get_column(name)
+        stripped = column.str.strip_chars()
+        if not (stripped.str.len_bytes() == column.str.len_bytes()).all():
+            frame = frame.with_columns(stripped)
+    # A blank cell is no value (CSV empty fields are null already; spaces and XLSX are not).
     has_blank = frame.select((pl.col(name) == "").any() for name in text_columns).row(0) if text_columns else ()
     blank = [name for name, found in zip(text_columns, has_blank, strict=True) if found]
     if blank:

@@ -240,3 +240,19 @@ def test_vectorised_check_digit_agrees_with_the_nhs_number_package(nine: str, wr
     candidates = [c for c in candidates if "X" not in c]
     ours = pl.DataFrame({"n": candidates}).select(nhs_number_valid_expr(pl.col("n"))).to_series().to_list()
     assert ours == [is_valid(c) for c in candidates]
+
+
+def test_values_padded_with_whitespace_load_as_their_trimmed_value(tmp_path: Path) -> None:
+    """Extracts from fixed-width systems pad codes (`'110 '`, `' P2'`, a tab); the padding is
+    no part of the value, and a cell of spaces is blank. Columns without padding are used as
+    read, padded ones trimmed."""
+    rows = good_rows(3)
+    rows[0] = good_row(1, treatment_function_code=" 110 ", clinical_priority="P2\t", referral_id="   ")
+    rows[1] = good_row(2, local_patient_id="  LP2", nhs_number="\u00a09434765919")
+    result = check(tmp_path, rows)
+    assert result.issues.filter(pl.col("severity") == "rejected").is_empty()
+    clean = result.clean.sort("local_patient_id")
+    first = clean.filter(pl.col("pathway_id") == good_row(1)["pathway_id"]).row(0, named=True)
+    assert (first["treatment_function_code"], first["clinical_priority"], first["referral_id"]) == ("110", "P2", None)
+    assert "LP2" in clean.get_column("local_patient_id").to_list()
+    assert "9434765919" in clean.get_column("nhs_number").to_list()
