@@ -90,10 +90,12 @@ def equalisation(snapshot: Snapshot, filters: ViewFilter,
                          "treatment_function_code")
     stats = site_stats(snapshot, filters).with_columns(_site_key())
     queue = shared_queue(snapshot.current, filters)
+    # Only the columns the patient list shows go through the sort.
+    shown = [c for c in PATIENT_COLUMNS if c in queue.columns]
     eligible = (
         queue.filter(~pl.col("deferred") & pl.col("tci_date").is_null()
                      & pl.col("days_waited").is_not_null())
-        .with_columns(_site_key())
+        .select(*shown, _site_key())
         .sort(["site_key", "days_waited", "id"], descending=[False, True, False])
         .with_columns(pl.int_range(pl.len()).over("site_key").alias("rank"))
     )

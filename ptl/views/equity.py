@@ -272,6 +272,11 @@ def _trend_rows(history: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
     return filters.apply(once_per_frame(history, "equity_trend_rows", build))
 
 
+def prepare_trends(history: pl.DataFrame) -> None:
+    """Count the unfiltered trends of every dimension (for `ptl.views.snapshot.prepare`)."""
+    _trend_counts(history, next(iter(REFERENCE_GROUPS)), NO_FILTER)
+
+
 #: Each provider's trend counts from the histories seen, keyed by what its rows are made of
 #: (see `_trend_counts`), the filter and the dimension.
 _provider_trends: dict[tuple[object, ...], pl.DataFrame] = {}
@@ -299,24 +304,36 @@ def _trend_counts(history: pl.DataFrame, by: str, filters: ViewFilter) -> pl.Dat
                           lambda: dict(history.group_by("provider_code").len().iter_rows()))
     if set(rows) - set(described):
         return _value_counts(_trend_rows(history, filters), by, ("census_date",))
-    keys = {provider: (described[provider], rows.get(provider, 0), filters) for provider in described}
+    keys: dict[str, tuple[object, ...]] = {
+        provider: (described[provider], rows.get(provider, 0), filters) for provider in described}
+    # Once per frame and filter, every dimension: concurrent callers share one count.
+    parts = once_per_frame(history, f"equity_trend_parts:{filters!r}",
+                           lambda: _provider_trend_parts(history, filters, keys))
+    if not parts:
+        return _value_counts(_trend_rows(history, filters), by, ("census_date",))
+    return pl.concat([parts[(*keys[provider], by)] for provider in sorted(keys, key=str)],
+                     how="vertical")
+
+
+def _provider_trend_parts(history: pl.DataFrame, filters: ViewFilter,
+                          keys: dict[str, tuple[object, ...]]) -> dict[tuple[object, ...], pl.DataFrame]:
+    """Every dimension's counts per provider (keyed `(*keys[provider], dimension)`): kept ones
+    reused, the others counted from the provider's rows of `history` and kept."""
+    wanted = {provider: [(*key, dimension) for dimension in REFERENCE_GROUPS] for provider, key in keys.items()}
     with _provider_trends_lock:
-        known = dict(_provider_trends)
-    missing = [provider for provider in keys if (*keys[provider], by) not in known]
-    parts = {provider: known[(*keys[provider], by)] for provider in keys if provider not in missing}
+        known = {k: _provider_trends[k] for ks in wanted.values() for k in ks if k in _provider_trends}
+    missing = [provider for provider, ks in wanted.items() if any(k not in known for k in ks)]
+    found: dict[tuple[object, ...], pl.DataFrame] = {}
     if missing:
-        # Every dimension at once: the other dimensions' trends follow on the next requests.
         selected = [c for c in (*FILTER_COLUMNS, "census_date", *REFERENCE_GROUPS, "days_waited",
                                 "week_band", "is_rtt", "rtt_status") if c in history.columns]
         fresh = filters.apply(history.filter(pl.col("provider_code").is_in(missing))
                               .select(selected).filter(open_rtt_expr()))
-        found: dict[tuple[object, ...], pl.DataFrame] = {}
         for dimension in REFERENCE_GROUPS:
             counted = _value_counts(fresh, dimension, ("provider_code", "census_date"))
             split = counted.partition_by("provider_code", as_dict=True, include_key=False)
             for provider in missing:
                 found[(*keys[provider], dimension)] = split.get((provider,), counted.drop("provider_code").clear())
-        parts.update({provider: found[(*keys[provider], by)] for provider in missing})
         # Forget providers' rows no longer in the history (kept: every filter's counts of these).
         live = {key[:2] for key in keys.values()}
         with _provider_trends_lock:
@@ -324,13 +341,11 @@ def _trend_counts(history: pl.DataFrame, by: str, filters: ViewFilter) -> pl.Dat
                 del _provider_trends[key]
             _provider_trends.update(found)
             # Bounded: the unfiltered counts and those of the filters used most recently.
-            kept = list(dict.fromkeys(k[2] for k in reversed(_provider_trends)))
-            dropped = {f for f in kept[_TREND_FILTERS_KEPT:] if f != NO_FILTER}
+            recent = list(dict.fromkeys(k[2] for k in reversed(_provider_trends)))
+            dropped = {f for f in recent[_TREND_FILTERS_KEPT:] if f != NO_FILTER}
             for key in [k for k in _provider_trends if k[2] in dropped]:
                 del _provider_trends[key]
-    if not parts:
-        return _value_counts(_trend_rows(history, filters), by, ("census_date",))
-    return pl.concat([parts[provider] for provider in sorted(parts, key=str)], how="vertical")
+    return {**known, **found}
 
 
 def suppress(frame: pl.DataFrame, count_columns: Sequence[str], threshold: int,

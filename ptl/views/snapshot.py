@@ -171,15 +171,19 @@ class Snapshot:
     loaded_seconds: float = 0.0
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _key_locks: dict[Hashable, threading.Lock] = field(default_factory=dict, repr=False)
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
         """`compute()` once per key for this data version (e.g. `("equity", by, filters)`);
-        later calls return the stored result. Concurrent first calls compute once."""
+        later calls return the stored result. Concurrent first calls of one key compute once;
+        different keys compute at the same time."""
         try:
             return self._memo[key]  # type: ignore[no-any-return]
         except KeyError:
             pass
         with self._memo_lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
             if key not in self._memo:
                 self._memo[key] = compute()
             return self._memo[key]  # type: ignore[no-any-return]
@@ -609,10 +613,37 @@ def load_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
         snapshot = read_snapshot(engine, history_censuses, frame_cache)
         # Keyed by what was true before reading: a feed landing mid-read triggers a re-read next call.
         _cache[key] = (ids, snapshot)
+        prepare(snapshot)
         log.info("analytics snapshot rebuilt: version %d, %d current pathways, %d history rows, %.2f s",
                  snapshot.version, snapshot.current.height, snapshot.history.height,
                  snapshot.loaded_seconds)
         return snapshot
+
+
+def prepare(snapshot: Snapshot) -> threading.Thread:
+    """Start computing, on a background thread, what most views of a new snapshot share: the
+    duplicate groups and the sorted shared queue (queue, equity, equalisation, worklists), the
+    equity trend counts and the census transitions (site statistics, equalisation). The
+    first requests compute their own part on the other core meanwhile, and wait for (never
+    repeat) a shared part under way (`once_per_frame`). Results are the ones the views
+    compute themselves; a failure here is logged and the view computes it on request."""
+    def run() -> None:
+        from ptl.views.equity import prepare_trends
+        from ptl.views.queue import shared_queue
+        from ptl.views.sites import census_transitions
+
+        for step in (lambda: shared_queue(snapshot.current), lambda: prepare_trends(snapshot.history),
+                     lambda: census_transitions(snapshot.history)):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the view computes it again on request
+                log.warning("preparing the views of snapshot %d failed (%s)", snapshot.version,
+                            type(exc).__name__)
+                return
+
+    thread = threading.Thread(target=run, name="snapshot-prepare", daemon=True)
+    thread.start()
+    return thread
 
 
 def invalidate_snapshot(engine: Engine | None = None) -> None:
@@ -633,6 +664,9 @@ def census_today() -> dt.date:
 # --- results derived from one frame --------------------------------------------------------
 
 _frame_memo: dict[tuple[int, str], tuple[weakref.ref[pl.DataFrame], Any]] = {}
+#: One lock per (frame, name) while its value is computed: concurrent callers (a request and
+#: the warm-up thread, `prepare`) compute it once and share it.
+_frame_locks: dict[tuple[int, str], tuple[threading.Lock, weakref.ref[pl.DataFrame]]] = {}
 _frame_memo_lock = threading.Lock()
 
 
@@ -645,16 +679,27 @@ def remember_for_frame(frame: pl.DataFrame, name: str, value: Any) -> None:
 def once_per_frame(frame: pl.DataFrame, name: str, compute: Callable[[], T]) -> T:
     """`compute()` once per (frame object, name): the duplicate groups of a snapshot's
     `current`, say, are needed by the queue, equity, equalisation and the worklists, and
-    frames are immutable. Entries go when their frame is garbage-collected."""
+    frames are immutable. Concurrent first calls compute once (the others wait for it).
+    Entries go when their frame is garbage-collected."""
     key = (id(frame), name)
     entry = _frame_memo.get(key)
     if entry is not None and entry[0]() is frame:
         return entry[1]  # type: ignore[no-any-return]
-    value = compute()
 
     def forget(_ref: weakref.ref[pl.DataFrame]) -> None:
         _frame_memo.pop(key, None)
+        _frame_locks.pop(key, None)
 
     with _frame_memo_lock:
-        _frame_memo[key] = (weakref.ref(frame, forget), value)
-    return value
+        held = _frame_locks.get(key)
+        if held is None or held[1]() is not frame:
+            held = (threading.Lock(), weakref.ref(frame, forget))
+            _frame_locks[key] = held
+    with held[0]:
+        entry = _frame_memo.get(key)
+        if entry is not None and entry[0]() is frame:
+            return entry[1]  # type: ignore[no-any-return]
+        value = compute()
+        with _frame_memo_lock:
+            _frame_memo[key] = (weakref.ref(frame, forget), value)
+        return value
