@@ -23,6 +23,7 @@ import polars as pl
 from ptl import codes, rtt
 from ptl.views.duplicates import duplicate_pathways, open_rtt_expr
 from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
+from ptl.views.order import sort_integers
 from ptl.views.snapshot import once_per_frame
 
 #: Output columns, in order.
@@ -97,8 +98,7 @@ def _whole_queue(current: pl.DataFrame) -> pl.DataFrame:
     needs = needs.select(carried)
     days = pl.col("days_waited")
     return (
-        needs.sort(["priority_rank", "days_waited", "id"], descending=[False, True, False],
-                   nulls_last=True)
+        sort_integers(needs, ["priority_rank", "days_waited", "id"], [False, True, False], nulls_last=True)
         .with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("position"),
             pl.col("clinical_priority").is_in(sorted(codes.DEFERRED_PRIORITIES)).fill_null(False)

@@ -29,6 +29,7 @@ import polars as pl
 from ptl import codes
 from ptl.views.duplicates import duplicate_pathways, open_rtt_expr
 from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
+from ptl.views.order import sort_integers
 from ptl.views.snapshot import Snapshot
 
 WORKLIST_KINDS: Final[tuple[str, ...]] = (
@@ -160,11 +161,14 @@ def not_validated_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) 
         _narrow(snapshot.current).filter(open_rtt_expr() & (band >= VALIDATION_TIERS[-1]) & due
                                          & filters.expr())
         .with_columns(tier.alias("wait_tier"))
-        .sort(["wait_tier", "days_waited", "id"], descending=[True, True, False])
     )
-    issue = pl.format("over {} weeks and not validated since {}", pl.col("wait_tier"),
-                      pl.col("last_validated_date").dt.strftime("%Y-%m-%d").fill_null("ever"))
-    return _pathway_rows(rows, issue.str.replace("since ever", "ever"), wait_tier=pl.col("wait_tier"))
+    rows = sort_integers(rows, ["wait_tier", "days_waited", "id"], [True, True, False])
+    last = pl.col("last_validated_date")
+    issue = (pl.when(last.is_null())
+             .then(pl.format("over {} weeks and not validated ever", pl.col("wait_tier")))
+             .otherwise(pl.format("over {} weeks and not validated since {}", pl.col("wait_tier"),
+                                  last.dt.strftime("%Y-%m-%d"))))
+    return _pathway_rows(rows, issue, wait_tier=pl.col("wait_tier"))
 
 
 def pcode_missing_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) -> pl.DataFrame:
