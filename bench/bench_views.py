@@ -45,6 +45,7 @@ from ptl import codes, rtt
 from ptl.store import migrate
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import make_engine
+from ptl.store.pathway_partitions import ensure_partition
 from ptl.views import (
     NO_FILTER,
     WORKLIST_KINDS,
@@ -181,6 +182,7 @@ def build(engine: sa.Engine, rows: int) -> None:
                     "status, rows_read, rows_loaded, rows_rejected, rows_warned, received_at) VALUES (:id, :p, :c, "
                     "'x.csv', :sha, 'csv', 'wlmds', 'cli', 'loaded', 100000, 100000, 120, 0, :now)"),
                     {"id": feed_id, "p": provider, "c": census, "sha": f"{feed_id:064d}", "now": now})
+                ensure_partition(connection, feed_id)  # PostgreSQL: each feed's rows in a partition
         for provider, feed_id in new_feed.items():
             connection.execute(sa.text("INSERT INTO current_snapshot VALUES (:p, :f, :c, :now)"),
                                {"p": provider, "f": feed_id, "c": CENSUS, "now": now})
@@ -221,6 +223,7 @@ def load_new_census(engine: sa.Engine, provider: str, week: int) -> int:
             "status, rows_read, rows_loaded, rows_rejected, rows_warned, received_at) VALUES (:id, :p, :c, "
             "'x.csv', :sha, 'csv', 'wlmds', 'cli', 'loaded', :n, :n, 0, 0, :now)"),
             {"id": feed_id, "p": provider, "c": census, "sha": f"{feed_id:064d}", "n": rows.height, "now": now})
+        ensure_partition(connection, feed_id)
         insert_frame(connection, "pathway", rows.select(columns))
         connection.execute(sa.text("UPDATE current_snapshot SET feed_id = :f, census_date = :c, updated_at = :now "
                                    "WHERE provider_code = :p"), {"f": feed_id, "c": census, "now": now, "p": provider})
