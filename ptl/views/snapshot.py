@@ -513,20 +513,21 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
                 assert isinstance(future, Future)
                 frames[feed.feed_id] = future.result()
                 fresh.append((feed, frames[feed.feed_id]))  # type: ignore[arg-type]
+            # One chunk per column (feeds, and ADBC's and COPY's batches, arrive as many chunks,
+            # and chunked columns make every later group-by, join and sort slower): copied
+            # while the store is still sending the identity flags, which take longer.
+            pathways = _stack([frames[f.feed_id] for f in current_feeds],  # type: ignore[misc]
+                              _PATHWAY_READ_SCHEMA).rechunk()
+            older = _stack([frames[f.feed_id] for f in older_feeds], HISTORY_SCHEMA)  # type: ignore[misc]
+            del frames
             flag_frame = flags.result()
             link_frame = links.result() if links is not None else None
         finally:
             reader.close()
-    pathways = _stack([frames[f.feed_id] for f in current_feeds], _PATHWAY_READ_SCHEMA)  # type: ignore[misc]
-    older = _stack([frames[f.feed_id] for f in older_feeds], HISTORY_SCHEMA)  # type: ignore[misc]
-    del frames
     current = _conform(_with_identity(pathways, flag_frame, link_frame), CURRENT_SCHEMA)
     del pathways, flag_frame, link_frame
     # Completed mutual-aid moves: the receiving provider's pathway continues the original wait.
-    current = continue_moved_waits(current, moves)
-    # One chunk per column: ADBC and COPY hand over many batches, and chunked columns make
-    # every later group-by, join and sort slower.
-    current = current.rechunk()
+    current = continue_moved_waits(current, moves).rechunk()
     # History is left in one chunk per feed (the current part shares `current`'s columns):
     # copying two million rows into one chunk cost more than it saved, as views read history
     # one provider at a time (census transitions, equity trends).
