@@ -232,56 +232,74 @@ def load_new_census(engine: sa.Engine, provider: str, week: int) -> int:
     return rows.height
 
 
-def timed(label: str, action: Callable[[], Any], results: dict[str, float]) -> Any:
-    started = time.perf_counter()
+def timed(label: str, action: Callable[[], Any], results: dict[str, float],
+          cpu: dict[str, float] | None = None) -> Any:
+    """Run `action`, recording its wall time in `results` (and this process's CPU time, every
+    thread, in `cpu`)."""
+    started, started_cpu = time.perf_counter(), time.process_time()
     value = action()
     results[label] = time.perf_counter() - started
+    if cpu is not None:
+        cpu[label] = time.process_time() - started_cpu
     return value
 
 
-def every_aggregate(snapshot: snapshot_module.Snapshot) -> dict[str, float]:
+def every_aggregate(snapshot: snapshot_module.Snapshot, cpu: dict[str, float] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     for by in (("provider_code", "site_code"), ("provider_code",), ()):
-        timed(f"site_stats {'/'.join(by) or 'system'}", lambda by=by: site_stats(snapshot, NO_FILTER, by), results)
+        timed(f"site_stats {'/'.join(by) or 'system'}", lambda by=by: site_stats(snapshot, NO_FILTER, by), results, cpu)
     for dimension in ("imd_quintile", "ethnic_group", "ethnic_category", "age_band", "sex", "learning_disability"):
         timed(f"equity {dimension} (+trend, headline)",
-              lambda d=dimension: equity(snapshot.current, d, NO_FILTER, snapshot.history), results)
+              lambda d=dimension: equity(snapshot.current, d, NO_FILTER, snapshot.history), results, cpu)
     for tfc in TFCS:
         timed(f"equalisation {tfc}", lambda t=tfc: equalisation(snapshot, ViewFilter(treatment_function_code=t)),
-              results)
+              results, cpu)
     for kind in WORKLIST_KINDS:
-        timed(f"worklist {kind}", lambda k=kind: worklist(snapshot, k), results)
-    timed("data_quality", lambda: data_quality(snapshot), results)
-    timed("shared_queue (all)", lambda: shared_queue(snapshot.current), results)
+        timed(f"worklist {kind}", lambda k=kind: worklist(snapshot, k), results, cpu)
+    timed("data_quality", lambda: data_quality(snapshot), results, cpu)
+    timed("shared_queue (all)", lambda: shared_queue(snapshot.current), results, cpu)
     return results
 
 
-def first_requests(engine: sa.Engine, cache: FeedFrameCache) -> dict[str, float]:
+READ = "load_snapshot (snapshot read)"
+
+
+def first_requests(engine: sa.Engine, cache: FeedFrameCache,
+                   cpu: dict[str, float] | None = None) -> dict[str, float]:
     """What the first request after a load pays: the snapshot rebuild (`load_snapshot`, with
-    the API's feed frame cache), then every aggregate computed for the first time."""
+    the API's feed frame cache), then every aggregate computed for the first time. Views of
+    a new snapshot are partly prepared on a background thread (`snapshot.prepare`): its CPU
+    time counts in `cpu` (process time), and the aggregates wait for what they need of it."""
     results: dict[str, float] = {}
-    snapshot = timed("load_snapshot (snapshot read)", lambda: load_snapshot(engine, frame_cache=cache), results)
-    results.update(every_aggregate(snapshot))
+    snapshot = timed(READ, lambda: load_snapshot(engine, frame_cache=cache), results, cpu)
+    results.update(every_aggregate(snapshot, cpu))
     return results
 
 
-def report(title: str, results: dict[str, float], detail: bool) -> float:
+def report(title: str, results: dict[str, float], detail: bool, cpu: dict[str, float] | None = None) -> float:
     total = sum(results.values())
+    cpu = cpu or {}
     print(f"\n{title}:")
     if detail:
         for label, seconds in results.items():
-            print(f"  {label:<45} {seconds * 1000:8.0f} ms")
+            used = f"   CPU {cpu[label] * 1000:6.0f} ms" if label in cpu else ""
+            print(f"  {label:<45} {seconds * 1000:8.0f} ms{used}")
     else:
-        read = results["load_snapshot (snapshot read)"]
-        print(f"  snapshot read {read * 1000:6.0f} ms, aggregates {(total - read) * 1000:6.0f} ms")
-    print(f"  {'TOTAL (first request after a load)':<45} {total * 1000:8.0f} ms   (target ≤ 5,000 ms)", flush=True)
+        read = results[READ]
+        used = (f" (CPU {cpu[READ] * 1000:.0f} ms / {(sum(cpu.values()) - cpu[READ]) * 1000:.0f} ms)"
+                if READ in cpu else "")
+        print(f"  snapshot read {read * 1000:6.0f} ms, aggregates {(total - read) * 1000:6.0f} ms{used}")
+    used = f", process CPU {sum(cpu.values()) * 1000:,.0f} ms" if cpu else ""
+    print(f"  {'TOTAL (first request after a load)':<45} {total * 1000:8.0f} ms   (target ≤ 5,000 ms){used}",
+          flush=True)
     return total
 
 
 def phase_fresh(url: str, cache_dir: Path, title: str) -> None:
     """A new API process: nothing in memory; the disk cache as the caller left it."""
     engine = make_engine(url)
-    report(title, first_requests(engine, FeedFrameCache(cache_dir)), detail=False)
+    cpu: dict[str, float] = {}
+    report(title, first_requests(engine, FeedFrameCache(cache_dir), cpu), detail=False, cpu=cpu)
     engine.dispose()
 
 
@@ -294,15 +312,16 @@ def phase_after_load(url: str, cache_dir: Path, loads: int) -> None:
     for week in range(1, loads + 1):
         rows = load_new_census(engine, PROVIDERS[week % len(PROVIDERS)], week)
         print(f"\nloaded a new census for {PROVIDERS[week % len(PROVIDERS)]} ({rows:,} pathways)", flush=True)
-        report(f"warm process, first request after that load (run {week})", first_requests(engine, cache),
-               detail=week == 1)
+        cpu: dict[str, float] = {}
+        report(f"warm process, first request after that load (run {week})", first_requests(engine, cache, cpu),
+               detail=week == 1, cpu=cpu)
     engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--loads", type=int, default=2, help="new provider censuses measured in the warm process")
+    parser.add_argument("--loads", type=int, default=3, help="new provider censuses measured in the warm process")
     parser.add_argument("--url", default=os.environ.get("PTL_TEST_POSTGRES_URL",
                                                         "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--phase", choices=["fresh", "after-load"], help=argparse.SUPPRESS)
