@@ -32,8 +32,9 @@ from typing import Final
 
 import polars as pl
 
-from ptl.views.filters import ViewFilter
-from ptl.views.queue import shared_queue
+from ptl.views.filters import FILTER_COLUMNS, ViewFilter
+from ptl.views.order import sort_integers
+from ptl.views.queue import provider_rows, shared_queue
 from ptl.views.sites import site_stats
 from ptl.views.snapshot import Snapshot
 
@@ -80,6 +81,26 @@ def _spread(values: pl.Series) -> dict[str, float | None]:
     return {"min": low, "max": high, "range": high - low, "median": float(known.median())}  # type: ignore[arg-type]
 
 
+def _eligible(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
+    """The shared queue's rows for `filters` that could move (`PATIENT_COLUMNS` it has, and
+    `site_key`): known clock start, no TCI date, not deferred. The whole queue's eligible rows
+    are narrowed once per frame (what a filter reads included), then filtered as
+    `shared_queue` filters: the same rows."""
+    from ptl.views.snapshot import once_per_frame
+
+    def narrow() -> pl.DataFrame:
+        whole = shared_queue(current)
+        kept = list(dict.fromkeys([c for c in PATIENT_COLUMNS if c in whole.columns]
+                                  + [*FILTER_COLUMNS, "also_at"]))
+        return whole.filter(~pl.col("deferred") & pl.col("tci_date").is_null()
+                            & pl.col("days_waited").is_not_null()).select(*kept, _site_key())
+
+    rows = filters.apply(once_per_frame(current, "equalisation_eligible", narrow), provider=False)
+    if filters.provider_code is not None:
+        rows = rows.filter(provider_rows(filters.provider_code))
+    return rows.select(*[c for c in PATIENT_COLUMNS if c in rows.columns], "site_key")
+
+
 def equalisation(snapshot: Snapshot, filters: ViewFilter,
                  horizon_weeks: float = DEFAULT_HORIZON_WEEKS) -> EqualisationProposal:
     """The proposal for `filters` (treatment function required; procedure, priority band and
@@ -89,14 +110,10 @@ def equalisation(snapshot: Snapshot, filters: ViewFilter,
         raise ValueError("equalisation compares sites for one treatment function: give "
                          "treatment_function_code")
     stats = site_stats(snapshot, filters).with_columns(_site_key())
-    queue = shared_queue(snapshot.current, filters)
-    # Only the columns the patient list shows go through the sort.
-    shown = [c for c in PATIENT_COLUMNS if c in queue.columns]
+    # Each site's patients ranked by longest wait, then id: sorted by those two keys, the rows
+    # of a site come in that order, and the rank counts them per site.
     eligible = (
-        queue.filter(~pl.col("deferred") & pl.col("tci_date").is_null()
-                     & pl.col("days_waited").is_not_null())
-        .select(*shown, _site_key())
-        .sort(["site_key", "days_waited", "id"], descending=[False, True, False])
+        sort_integers(_eligible(snapshot.current, filters), ["days_waited", "id"], [True, False])
         .with_columns(pl.int_range(pl.len()).over("site_key").alias("rank"))
     )
     eligible_counts = eligible.group_by("site_key").agg(pl.len().cast(pl.Int64).alias("eligible_to_move"))

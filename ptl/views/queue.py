@@ -83,11 +83,13 @@ def shared_queue(current: pl.DataFrame, filters: ViewFilter = NO_FILTER) -> pl.D
     # filtered needs, for the cost of a scan.
     rows = filters.apply(whole, provider=False)
     if filters.provider_code is not None:
-        rows = rows.filter(
-            (pl.col("provider_code") == filters.provider_code)
-            | pl.col("also_at").list.contains(filters.provider_code)
-        )
+        rows = rows.filter(provider_rows(filters.provider_code))
     return rows.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("position"))
+
+
+def provider_rows(provider_code: str) -> pl.Expr:
+    """Queue rows of needs held at the provider: the kept pathway's, or one it also holds."""
+    return (pl.col("provider_code") == provider_code) | pl.col("also_at").list.contains(provider_code)
 
 
 def _whole_queue(current: pl.DataFrame) -> pl.DataFrame:
