@@ -40,12 +40,13 @@ def data_quality(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
                  today: dt.date | None = None) -> pl.DataFrame:
     """One row per provider, columns `DATA_QUALITY_COLUMNS` (meanings: module docstring)."""
     today = today or dt.date.today()
-    current = filters.apply(snapshot.current.select(
+    # One lazy plan over the columns read, both groupings collected together (in parallel).
+    rows = snapshot.current.lazy().select(
         *FILTER_COLUMNS, "id", "feed_id", "census_date", "ethnic_category", "has_nhs_number",
-        "has_postcode", "lsoa11", "imd_quintile", "is_rtt", "rtt_status"))
-    members = duplicate_pathways(snapshot.current).select("id")
-    open_rtt = current.filter(open_rtt_expr()).with_columns(
-        pl.col("id").is_in(members["id"].implode()).alias("in_duplicate_group"))
+        "has_postcode", "lsoa11", "imd_quintile", "is_rtt", "rtt_status")
+    if filters.as_dict():
+        rows = rows.filter(filters.expr())
+    members = duplicate_pathways(snapshot.current).get_column("id")
     share = {
         "ethnicity_known_share": pl.col("ethnic_category").is_in(_KNOWN_ETHNICITY).fill_null(False),
         "nhs_number_share": pl.col("has_nhs_number").fill_null(False),
@@ -53,16 +54,19 @@ def data_quality(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
         "lsoa_share": pl.col("lsoa11").is_not_null(),
         "imd_share": pl.col("imd_quintile").is_not_null(),
     }
-    completeness = current.group_by("provider_code").agg(
-        pl.col("feed_id").max().alias("current_feed_id"),
-        pl.col("census_date").max(),
-        pl.len().cast(pl.Int64).alias("pathways"),
-        *[expr.mean().alias(name) for name, expr in share.items()],
-    )
-    duplicates = open_rtt.group_by("provider_code").agg(
-        pl.len().cast(pl.Int64).alias("open_rtt_pathways"),
-        pl.col("in_duplicate_group").mean().alias("duplicate_share"),
-    )
+    completeness, duplicates, present = pl.collect_all([
+        rows.group_by("provider_code").agg(
+            pl.col("feed_id").max().alias("current_feed_id"),
+            pl.col("census_date").max(),
+            pl.len().cast(pl.Int64).alias("pathways"),
+            *[expr.mean().alias(name) for name, expr in share.items()],
+        ),
+        rows.filter(open_rtt_expr()).group_by("provider_code").agg(
+            pl.len().cast(pl.Int64).alias("open_rtt_pathways"),
+            pl.col("id").is_in(members.implode()).mean().alias("duplicate_share"),
+        ),
+        rows.select("provider_code").unique(),
+    ])
     feeds = snapshot.feeds
     if filters.provider_code is not None:
         feeds = feeds.filter(pl.col("provider_code") == filters.provider_code)
@@ -81,7 +85,7 @@ def data_quality(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
     )
     current_census = (feeds.filter(pl.col("is_current")).group_by("provider_code")
                       .agg(pl.col("census_date").max().alias("current_census")))
-    providers = pl.concat([feeds.select("provider_code"), current.select("provider_code")]).unique()
+    providers = pl.concat([feeds.select("provider_code"), present]).unique()
     return (
         providers.join(completeness, on="provider_code", how="left")
         .join(duplicates, on="provider_code", how="left")

@@ -175,7 +175,8 @@ def pcode_missing_worklist(snapshot: Snapshot, filters: ViewFilter = NO_FILTER) 
     rows = _narrow(snapshot.current).filter(
         open_rtt_expr() & (pl.col("waiting_list_type") == "IRTT")
         & pl.col("clinical_priority").is_null() & filters.expr()
-    ).sort(["days_waited", "id"], descending=[True, False], nulls_last=True)
+    )
+    rows = sort_integers(rows, ["days_waited", "id"], [True, False], nulls_last=True)
     return _pathway_rows(rows, pl.lit("admitted pathway without a clinical priority (P-code)"))
 
 
