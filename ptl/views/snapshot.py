@@ -467,9 +467,8 @@ def read_snapshot(engine: Engine, history_censuses: int = HISTORY_CENSUSES,
             # value leaves the store -- and the newest identity links. Started first, so the
             # store works on them while cached feeds are read from disk.
             flags = reader.submit(
-                "SELECT id AS source_identity_id,"
-                " CASE WHEN nhs_number IS NULL THEN 0 ELSE 1 END AS has_nhs_number,"
-                " CASE WHEN postcode IS NULL THEN 0 ELSE 1 END AS has_postcode FROM source_identity",
+                "SELECT id AS source_identity_id, (nhs_number IS NOT NULL) AS has_nhs_number,"
+                " (postcode IS NOT NULL) AS has_postcode FROM source_identity",
                 _IDENTITY_FLAGS_SCHEMA,
             )
             links = (reader.submit("SELECT source_identity_id, person_id FROM identity_link", _LINK_SCHEMA)
