@@ -178,6 +178,8 @@ class FeedLoad:
             self.abort()
             raise
         self._executor.shutdown(wait=True)
+        if self._partition_executor is not None:
+            self._partition_executor.shutdown(wait=True)
         return outcome
 
     def abort(self) -> None:
