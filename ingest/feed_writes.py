@@ -14,6 +14,7 @@ transaction. Two implementations:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -21,12 +22,15 @@ import polars as pl
 from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.sqlite_writer import IDENTITY_SCHEMA, IDENTITY_VALUES, SqliteWriterProcess
 from ptl.store import pathway_partitions
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import write_connection
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
+
+log = logging.getLogger("ptl.ingest.load")
 
 _IDENTITY_QUERY = (
     "SELECT id, local_patient_id, " + ", ".join(IDENTITY_VALUES) + ", values_census_date "
@@ -106,11 +110,16 @@ class PartitionWrites:
         try:
             with self.connection.begin():
                 pathway_partitions.drop_abandoned(self.connection)
+        except SQLAlchemyError:  # housekeeping: never a reason to refuse this load
+            log.warning("could not drop tables left by abandoned loads; the next load tries again",
+                        exc_info=True)
+        try:
+            with self.connection.begin():
                 self.connection.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), self._lock)
             self._transaction = self.connection.begin()
             pathway_partitions.create_unattached(self.connection, feed_id)
         except BaseException:
-            self._stack.close()
+            self.close()  # a pooled connection keeps session locks: release it explicitly
             raise
 
     def insert(self, frame: pl.DataFrame) -> None:
@@ -125,6 +134,8 @@ class PartitionWrites:
     def close(self) -> None:
         """Let go of the table (once attached, or dropped)."""
         try:
+            if self.connection.in_transaction():
+                self.connection.rollback()
             with self.connection.begin():
                 self.connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), self._lock)
         finally:

@@ -249,12 +249,19 @@ def test_postgresql_keeps_each_feed_in_its_own_partition_and_drops_what_a_dead_l
         connection.execute(sa.text(f"CREATE TEMPORARY TABLE dead AS SELECT * FROM pathway_feed_{first.feed_id}"))
         connection.execute(sa.text("UPDATE dead SET feed_id = 999, id = id + 100000"))
         connection.execute(sa.text("INSERT INTO pathway_feed_999 SELECT * FROM dead"))
+        pathway_partitions.create_unattached(connection, 998)  # a live load's: its lock is held
+    live = engine.connect()
+    live.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"),
+                 {"key": pathway_partitions.staging_lock_key(998)})
+    live.commit()
     before = counts(engine)
-    assert before["unattached"] == ["pathway_feed_999"] and before["pathway"] == 8
+    assert before["unattached"] == ["pathway_feed_998", "pathway_feed_999"] and before["pathway"] == 8
     rows = [good_row(n, census_date="2024-07-07") for n in range(1, 11)]
     for n in range(7, 10):
         rows[n] = good_row(n + 1, census_date="2024-07-07", waiting_list_type="XXXX")
     refused = ingest(engine, write_csv(tmp_path / "late.csv", rows), batch_rows=4)
     assert refused.status == "refused"
-    assert counts(engine) == {**before, "unattached": []}  # the dead load's table is gone, and no new one
+    # The dead load's table is gone, the live one's kept, and the refused load left none.
+    assert counts(engine) == {**before, "unattached": ["pathway_feed_998"]}
+    live.close()
     engine.dispose()
