@@ -171,7 +171,7 @@ def ingest_file(
         # Batches are ranges of local patient id (each patient's rows in one batch, in file
         # order), so new identities reach the store in key order and both identity indexes grow
         # at their right edge batch after batch. The batches own the mapped rows from here on
-        # (the mapped frame is dropped once they are put in order).
+        # (no other reference to the mapped frame is kept, so only its one-chunk copy lives).
         source_columns = mapped.source_columns
         in_order = _patient_batches(mapped.frame, patients, batch_rows)
         del mapped
