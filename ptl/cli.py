@@ -9,6 +9,7 @@ and exit 2; nothing a user did wrong ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 class CommandError(Exception):
     """A command cannot do what was asked; the message says why and what to do."""
+
+
+def cli_user() -> str:
+    """Who made a decision from the command line, as recorded beside it (`cli:<login>`)."""
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,16 +49,15 @@ def register(subparsers: Any) -> None:
 
 
 def _declare(args: argparse.Namespace, settings: Settings) -> int:
-    from ptl.cli import CommandError
+    from ptl.cli import CommandError, cli_user
     from ptl.commands.store import open_store
     from ptl.declared_capacity import CapacityError, declare
-    from ptl.matching.commands import _cli_user
 
     engine = open_store(settings)
     try:
         stored = declare(engine, provider_code=args.provider, site_code=args.site,
                          treatment_function_code=args.treatment_function, weekly_capacity=args.weekly,
-                         valid_from=args.valid_from, note=args.note, declared_by=_cli_user())
+                         valid_from=args.valid_from, note=args.note, declared_by=cli_user())
     except CapacityError as exc:
         raise CommandError("; ".join(f"{_OPTIONS.get(name, name)}: {reason}" for name, reason in exc.problems)) from None
     if args.json:
@@ -92,13 +91,12 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _withdraw(args: argparse.Namespace, settings: Settings) -> int:
-    from ptl.cli import CommandError
+    from ptl.cli import CommandError, cli_user
     from ptl.commands.store import open_store
     from ptl.declared_capacity import AlreadyWithdrawn, UnknownDeclaration, withdraw
-    from ptl.matching.commands import _cli_user
 
     try:
-        withdrawn = withdraw(open_store(settings), args.declaration_id, withdrawn_by=_cli_user())
+        withdrawn = withdraw(open_store(settings), args.declaration_id, withdrawn_by=cli_user())
     except (UnknownDeclaration, AlreadyWithdrawn) as exc:
         raise CommandError(str(exc)) from None
     print(f"capacity declaration {withdrawn.id} ({withdrawn.scope_text()}, {withdrawn.weekly_capacity:,} a week "

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from ptl.cli import cli_user
 from ptl.settings import Settings
 
 
@@ -52,13 +52,6 @@ def register(subparsers: Any) -> None:
     tlist.set_defaults(handler=_transfers_list)
 
 
-def _cli_user() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"[:64]
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
 def _command_error(exc: Exception) -> Exception:
     from ptl.cli import CommandError
 
@@ -87,7 +80,7 @@ def _offers_add(args: argparse.Namespace, settings: Settings) -> int:
             except OfferError as exc:
                 where = f"offer {number}: " if len(items) > 1 else ""
                 raise _command_error(ValueError(f"{args.file.name}: {where}{exc}")) from None
-        stored = [add_offer(engine, offer, created_by=_cli_user()) for offer in parsed]
+        stored = [add_offer(engine, offer, created_by=cli_user()) for offer in parsed]
     except OfferError as exc:
         raise _command_error(exc) from None
     for offer in stored:
@@ -142,7 +135,7 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
         provider_codes=tuple(p.upper() for p in args.providers) if args.providers else None,
         waiting_list_type=args.waiting_list_type, min_days_waited=args.min_days)
     try:
-        stored = run_matching(engine, _parse_ids(args.offers), created_by=_cli_user(), filters=filters,
+        stored = run_matching(engine, _parse_ids(args.offers), created_by=cli_user(), filters=filters,
                               as_of=args.as_of, margin_points=settings.equity_margin_points)
     except (MatchingError, UnknownOffer) as exc:
         raise _command_error(exc) from None
