@@ -9,9 +9,11 @@ on SQLite (ingest/feed_writes.py).
 `FeedLoad` runs that transaction on a thread of its own and takes the snapshot in batches, so
 the database stores batch k while the pipeline validates batch k+1: on two cores, Polars works
 on one while the database (or SQLite's C library, which releases the GIL) works on the other.
-On PostgreSQL the pathways go to the feed's own partition on a second connection and a third
-thread (`PartitionWrites`, ingest/feed_writes.py), so the server writes a batch's identities
-and its pathways at once; the feed's transaction attaches the partition when it commits.
+The caller's thread prepares each batch's rows (identities to insert or update, pathways with
+their ids), so the writing threads do nothing but write. On PostgreSQL the pathways go to the
+feed's own partition on a second connection and a third thread (`PartitionWrites`,
+ingest/feed_writes.py), so the server writes a batch's identities and another's pathways at
+once; the feed's transaction attaches the partition when it commits.
 """
 
 from __future__ import annotations
@@ -112,14 +114,15 @@ def _within(frame: pl.DataFrame, lo: str, hi: str) -> pl.DataFrame:
 class FeedLoad:
     """One feed's load: a transaction on a worker thread that takes derived pathways in batches.
 
-    `FeedLoad(...)` begins at once (lock, duplicate check, feed row, the provider's existing
-    identities) while the caller maps the file; `assign_identities` gives every patient of the
-    file an id (existing, or new ones in order of local patient id); `add` stores a batch:
-    the patients it meets first (new source identities, or changed values of known ones) and
-    its pathways. At most one batch waits behind the one being stored, which bounds memory.
-    `commit` writes the row issues and the current-snapshot pointer and commits; `abort` rolls
-    everything back. The connection lives and dies on the worker thread; an error there is
-    raised again by the next call.
+    `FeedLoad(...)` connects at once; `begin` starts the transaction (lock, duplicate check,
+    feed row, the provider's existing identities) while the caller maps the file;
+    `assign_identities` gives every patient of the file an id (existing, or new ones in order
+    of local patient id) and reserves ids for the file's pathways; `add` prepares a batch on
+    the caller's thread (the patients it meets first: new source identities, or changed values
+    of known ones; and its pathways) and queues it. At most one batch waits behind the one
+    being written, which bounds memory. `commit` writes the row issues and the
+    current-snapshot pointer and commits; `abort` rolls everything back. The connection lives
+    and dies on the worker thread; an error there is raised again by the next call.
 
     Batches must come in order of local patient id, each patient's rows in file order (the
     pipeline sorts stably; `add` refuses a batch that goes backwards). New identities then
@@ -138,16 +141,19 @@ class FeedLoad:
         self._partition: PartitionWrites | None = None
         self._partition_executor: ThreadPoolExecutor | None = None
         self._partition_pending: deque[Future[Any]] = deque()
+        self._assigned: Future[Any] | None = None
         self._aborted = False
         self._existing = pl.DataFrame()
         self._ids = pl.DataFrame()  # local_patient_id → id, every patient of the file
         self._new_ids = pl.DataFrame()  # the ones not yet in the store
+        self._next_pathway_id = 0  # the next of the ids reserved for this file's pathways
         self._last_settled: str | None = None  # highest local id settled so far
         self._last_seen: str | None = None  # highest local id of the batches so far
         self.feed_id: int | None = None
         self.duplicate_of: int | None = None
         self.rows_stored = 0
-        self.store_seconds = 0.0
+        self.store_seconds = 0.0  # on the worker thread
+        self.prepare_seconds = 0.0  # on the caller's thread
         self._submit(self._connect, engine, writer_process)
 
     # -- caller's side -------------------------------------------------------------------
@@ -157,16 +163,32 @@ class FeedLoad:
         assert record.census_date is not None
         self._submit(self._begin, record)
 
-    def assign_identities(self, local_patient_ids: pl.Series) -> None:
-        """Settle an id for every patient of the file (before the first `add`):
-        `local_patient_ids` are the file's distinct ids, sorted."""
-        self._submit(self._assign, local_patient_ids)
+    def assign_identities(self, local_patient_ids: pl.Series, rows: int) -> None:
+        """Settle an id for every patient of the file and reserve ids for its `rows` rows
+        (before the first `add`): `local_patient_ids` are the file's distinct ids, sorted."""
+        self._assigned = self._submit(self._assign, local_patient_ids, rows)
 
     def add(self, pathways: pl.DataFrame) -> None:
-        """Queue one batch of derived pathways (blocks while one batch already waits)."""
+        """Prepare one batch of derived pathways and queue it (blocks while one batch
+        already waits)."""
+        if self._assigned is not None:  # the ids (and the transaction's state) are settled
+            self._assigned.result()
+            self._assigned = None
+        if self.duplicate_of is not None or pathways.height == 0:
+            return
+        started = time.perf_counter()
+        identities, changed, rows = self._prepare(pathways)
+        self.prepare_seconds += time.perf_counter() - started
         while len(self._pending) > 1:
             self._pending.popleft().result()
-        self._submit(self._store_batch, pathways)
+        if self._partition is None:
+            self._submit(self._store_batch, identities, changed, rows)
+            return
+        self._submit(self._store_batch, identities, changed, None)
+        assert self._partition_executor is not None
+        while len(self._partition_pending) > 1:
+            self._partition_pending.popleft().result()
+        self._partition_pending.append(self._partition_executor.submit(self._insert_partition, rows))
 
     def commit(self, record: FeedRecord, issues: pl.DataFrame) -> LoadOutcome:
         """Insert identities, write the issues and the current pointer, update the feed row,
@@ -198,7 +220,7 @@ class FeedLoad:
             if self._partition_executor is not None:
                 self._partition_executor.shutdown(wait=True)
 
-    def _submit(self, work: Callable[..., Any], *args: Any) -> None:
+    def _submit(self, work: Callable[..., Any], *args: Any) -> Future[Any]:
         def timed() -> Any:
             started = time.perf_counter()
             try:
@@ -206,11 +228,63 @@ class FeedLoad:
             finally:
                 self.store_seconds += time.perf_counter() - started
 
-        self._pending.append(self._executor.submit(timed))
+        future = self._executor.submit(timed)
+        self._pending.append(future)
+        return future
 
     def _drain(self) -> None:
         while self._pending:
             self._pending.popleft().result()
+        while self._partition_pending:
+            self._partition_pending.popleft().result()
+
+    def _prepare(self, pathways: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """A batch's rows as written: its patients not settled by an earlier batch, new ones
+        to insert (values from the patient's first loaded row) and known ones whose values
+        changed (an older census never overwrites a newer one's); and its pathways with
+        their ids."""
+        assert self.feed_id is not None
+        patients = pathways.get_column("local_patient_id")
+        lo, hi = str(patients.min()), str(patients.max())
+        if self._last_seen is not None and lo < self._last_seen:
+            raise ValueError("batches must come in order of local patient id")
+        self._last_seen = hi
+        census = self._census
+        values = pathways.select("local_patient_id", *IDENTITY_VALUES).unique(
+            "local_patient_id", keep="first", maintain_order=True
+        )
+        if self._last_settled is not None:  # a patient whose rows straddle two batches
+            values = values.filter(pl.col("local_patient_id") > self._last_settled)
+        if values.height:
+            self._last_settled = str(values.get_column("local_patient_id").max())
+        identities = (
+            values.join(_within(self._new_ids, lo, hi), on="local_patient_id", how="inner")
+            .sort("id")
+            .select(
+                "id",
+                pl.lit(self._provider_code()).alias("provider_code"),
+                "local_patient_id",
+                *IDENTITY_VALUES,
+                pl.lit(self.feed_id, dtype=pl.Int64).alias("first_feed_id"),
+                pl.lit(census).alias("values_census_date"),
+            )
+        )
+        differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in IDENTITY_VALUES])
+        changed = (
+            values.join(_within(self._existing, lo, hi), on="local_patient_id", how="inner", suffix="__old")
+            .filter((pl.col("values_census_date") <= census) & differs)
+            .select("id", *IDENTITY_VALUES)
+        )
+        first = self._next_pathway_id
+        self._next_pathway_id += pathways.height
+        rows = (
+            pathways.join(_within(self._ids, lo, hi).rename({"id": "source_identity_id"}),
+                          on="local_patient_id", how="left")
+            .select((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"),
+                    pl.lit(self.feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id",
+                    *PATHWAY_COLUMNS)
+        )
+        return identities, changed, rows
 
     # -- worker thread -------------------------------------------------------------------
     def _connect(self, engine: Engine, writer_process: bool) -> None:
@@ -235,7 +309,7 @@ class FeedLoad:
         log.debug("load begun", extra={"feed_id": self.feed_id, "provider": record.provider_code,
                                        "existing_identities": self._existing.height})
 
-    def _assign(self, local_patient_ids: pl.Series) -> None:
+    def _assign(self, local_patient_ids: pl.Series, rows: int) -> None:
         if self.duplicate_of is not None:
             return
         assert self._writes is not None
@@ -243,43 +317,29 @@ class FeedLoad:
         patients = local_patient_ids.to_frame("local_patient_id")
         new = patients.join(self._existing, on="local_patient_id", how="anti", maintain_order="left")
         first = self._writes.allocate_ids("source_identity", new.height)
-        # An id for a patient whose every row is then rejected stays unused: a gap, like any
-        # sequence's.
+        # An id for a patient whose every row is then rejected, or for a rejected row, stays
+        # unused: a gap, like any sequence's.
         self._new_ids = new.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
         self._ids = pl.concat([self._existing.select("local_patient_id", "id"), self._new_ids]).sort(
             "local_patient_id"
         )
+        self._next_pathway_id = self._writes.allocate_ids("pathway", rows)
 
     def _provider_code(self) -> str:
         assert self._record is not None
         return self._record.provider_code
 
-    def _store_batch(self, pathways: pl.DataFrame) -> None:
-        if self.duplicate_of is not None or pathways.height == 0:
-            return
-        assert self._writes is not None and self.feed_id is not None
-        patients = pathways.get_column("local_patient_id")
-        lo, hi = str(patients.min()), str(patients.max())
-        if self._last_seen is not None and lo < self._last_seen:
-            raise ValueError("batches must come in order of local patient id")
-        self._last_seen = hi
-        self._store_identities(pathways, lo, hi)
-        rows = (
-            pathways.join(_within(self._ids, lo, hi).rename({"id": "source_identity_id"}),
-                          on="local_patient_id", how="left")
-            .select(pl.lit(self.feed_id, dtype=pl.Int64).alias("feed_id"), "source_identity_id",
-                    *PATHWAY_COLUMNS)
-        )
-        first = self._writes.allocate_ids("pathway", rows.height)
-        rows = rows.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first).alias("id"))
-        if self._partition is None:
-            self._writes.insert("pathway", rows)
-            self._stored(rows.height)
-            return
-        assert self._partition_executor is not None
-        while len(self._partition_pending) > 1:  # at most one batch waits behind the one written
-            self._partition_pending.popleft().result()
-        self._partition_pending.append(self._partition_executor.submit(self._insert_partition, rows))
+    def _store_batch(self, identities: pl.DataFrame, changed: pl.DataFrame,
+                     pathways: pl.DataFrame | None) -> None:
+        """Write a prepared batch: its identities, then (not partitioned) its pathways."""
+        assert self._writes is not None
+        if identities.height:
+            self._writes.insert("source_identity", identities)
+        if changed.height:
+            self._writes.update_identities(changed, self._census)
+        if pathways is not None:
+            self._writes.insert("pathway", pathways)
+            self._stored(pathways.height)
 
     def _insert_partition(self, rows: pl.DataFrame) -> None:
         assert self._partition is not None
@@ -289,41 +349,6 @@ class FeedLoad:
     def _stored(self, rows: int) -> None:
         self.rows_stored += rows
         log.debug("pathways stored", extra={"feed_id": self.feed_id, "rows": self.rows_stored})
-
-    def _store_identities(self, pathways: pl.DataFrame, lo: str, hi: str) -> None:
-        """The batch's patients not settled by an earlier batch: new ones are inserted (values
-        from the patient's first loaded row), known ones updated where values changed (an
-        older census never overwrites a newer one's)."""
-        assert self._writes is not None and self.feed_id is not None
-        writes, census = self._writes, self._census
-        values = pathways.select("local_patient_id", *IDENTITY_VALUES).unique(
-            "local_patient_id", keep="first", maintain_order=True
-        )
-        if self._last_settled is not None:  # a patient whose rows straddle two batches
-            values = values.filter(pl.col("local_patient_id") > self._last_settled)
-        if values.height:
-            self._last_settled = str(values.get_column("local_patient_id").max())
-        new = values.join(_within(self._new_ids, lo, hi), on="local_patient_id", how="inner").sort("id")
-        if new.height:
-            writes.insert(
-                "source_identity",
-                new.select(
-                    "id",
-                    pl.lit(self._provider_code()).alias("provider_code"),
-                    "local_patient_id",
-                    *IDENTITY_VALUES,
-                    pl.lit(self.feed_id, dtype=pl.Int64).alias("first_feed_id"),
-                    pl.lit(census).alias("values_census_date"),
-                ),
-            )
-        differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in IDENTITY_VALUES])
-        changed = (
-            values.join(_within(self._existing, lo, hi), on="local_patient_id", how="inner", suffix="__old")
-            .filter((pl.col("values_census_date") <= census) & differs)
-            .select("id", *IDENTITY_VALUES)
-        )
-        if changed.height:
-            writes.update_identities(changed, census)
 
     def _finish(self, record: FeedRecord, issues: pl.DataFrame) -> LoadOutcome:
         writes = self._writes
@@ -342,11 +367,11 @@ class FeedLoad:
             writes.set_current(record.provider_code, self.feed_id, self._census)
         if self._partition is not None:
             assert self._partition_executor is not None
-            while self._partition_pending:
+            while self._partition_pending:  # drained by `commit` already
                 self._partition_pending.popleft().result()
             self._partition_executor.submit(self._partition.finish).result()
             writes.attach_partition(self.feed_id)  # last: it locks the parent until the commit
-        record.load_seconds = self.store_seconds + time.perf_counter() - started
+        record.load_seconds = self.store_seconds + self.prepare_seconds + time.perf_counter() - started
         writes.update_feed(self.feed_id, {name: getattr(record, name) for name in _OUTCOME_COLUMNS})
         writes.commit()
         partition, self._partition = self._partition, None  # attached and committed: never undo

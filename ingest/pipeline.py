@@ -156,7 +156,7 @@ def ingest_file(
         record.census_date = mapped.census_date
         load.begin(record)  # reads the provider's known identities meanwhile
         patients = mapped.frame.get_column("local_patient_id").drop_nulls().unique().sort()
-        load.assign_identities(patients)
+        load.assign_identities(patients, mapped.frame.height)
         plan = plan_validation(mapped, resolved, extract.row_offset)
         with engine.connect() as connection:
             in_file = mapped.frame.get_column("postcode").drop_nulls().unique().to_frame()
