@@ -122,11 +122,14 @@ def map_columns(
     text_columns = [name for name in matched if name in frame.columns]
     # Surrounding whitespace is no part of a value. A column with none keeps the very column
     # that was read (no copy: a big file is held once, not twice); the others are stripped.
-    for name in text_columns:
-        column = frame.get_column(name)
-        stripped = column.str.strip_chars()
-        if not (stripped.str.len_bytes() == column.str.len_bytes()).all():
-            frame = frame.with_columns(stripped)
+    # One select, so Polars checks the columns in parallel.
+    padded = frame.select(
+        (pl.col(name).str.strip_chars().str.len_bytes() != pl.col(name).str.len_bytes()).any()
+        for name in text_columns
+    ).row(0) if text_columns else ()
+    stripped = [name for name, found in zip(text_columns, padded, strict=True) if found]
+    if stripped:
+        frame = frame.with_columns(pl.col(name).str.strip_chars() for name in stripped)
     # A blank cell is no value (CSV empty fields are null already; spaces and XLSX are not).
     has_blank = frame.select((pl.col(name) == "").any() for name in text_columns).row(0) if text_columns else ()
     blank = [name for name, found in zip(text_columns, has_blank, strict=True) if found]
