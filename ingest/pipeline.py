@@ -155,15 +155,15 @@ def ingest_file(
                              census_date=census_date)
         record.census_date = mapped.census_date
         load.begin(record)  # reads the provider's known identities meanwhile
-        patients = mapped.frame.get_column("local_patient_id").drop_nulls().unique().sort()
-        load.assign_identities(patients, mapped.frame.height)
-        plan = plan_validation(mapped, resolved, extract.row_offset)
-        with engine.connect() as connection:
-            in_file = mapped.frame.get_column("postcode").drop_nulls().unique().to_frame()
-            postcodes = postcode_lookup(connection, in_file.select(
-                display_postcode(pl.col("postcode").str.to_uppercase().str.replace_all(r"\s", ""))
-            ).to_series()).unique("postcode")
-            imd = imd_lookup(connection)
+        # The whole-file checks and the reference lookups run beside the patient list (Polars
+        # and the database driver release the GIL): the first batch is stored sooner.
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            planned = beside.submit(plan_validation, mapped, resolved, extract.row_offset)
+            looked_up = beside.submit(_reference_lookups, engine, mapped.frame)
+            patients = mapped.frame.get_column("local_patient_id").drop_nulls().unique().sort()
+            load.assign_identities(patients, mapped.frame.height)
+            plan = planned.result()
+            postcodes, imd = looked_up.result()
         checking = time.perf_counter() - t0
         total = mapped.frame.height
         allowed = int(total * settings.max_rejected_share)
@@ -249,6 +249,16 @@ def ingest_file(
         rows_warned=record.rows_warned, became_current=outcome.became_current, seconds=seconds,
         rejections=_issue_list(issues, "rejected"), warnings=_issue_list(issues, "warning"),
     )
+
+
+def _reference_lookups(engine: Engine, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The postcode lookup for the file's postcodes (LSOA) and the IMD lookup."""
+    with engine.connect() as connection:
+        in_file = frame.get_column("postcode").drop_nulls().unique().to_frame()
+        postcodes = postcode_lookup(connection, in_file.select(
+            display_postcode(pl.col("postcode").str.to_uppercase().str.replace_all(r"\s", ""))
+        ).to_series()).unique("postcode")
+        return postcodes, imd_lookup(connection)
 
 
 def _patient_batches(frame: pl.DataFrame, patients: pl.Series,
