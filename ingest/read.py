@@ -98,7 +98,8 @@ def _read_csv(data: bytes, profile: Profile) -> pl.DataFrame:
     delimiter = profile.delimiter or _sniff_delimiter(data)
 
     def parse(text: bytes) -> pl.DataFrame:
-        return pl.read_csv(io.BytesIO(text), separator=delimiter, infer_schema=False,
+        # The bytes themselves, not a BytesIO over them, which Polars copies first.
+        return pl.read_csv(text, separator=delimiter, infer_schema=False,
                            truncate_ragged_lines=False, raise_if_empty=True)
 
     if profile.encoding not in (None, "utf-8"):
