@@ -273,20 +273,34 @@ def _spellings() -> dict[str, Callable[[pl.Expr], pl.Expr]]:
     }
 
 
-def _normalised(frame: pl.DataFrame) -> pl.DataFrame:
-    """Canonical spellings of codes so the code-list checks see one form.
+#: code column → (values as sent, their canonical spelling): only the values that change.
+Respellings = dict[str, tuple[pl.Series, pl.Series]]
+
+
+def respellings(frame: pl.DataFrame) -> Respellings:
+    """The values of a whole mapped file's code columns that `_normalised` must respell.
 
     Code columns hold few distinct values, so each spelling rule runs over the distinct values
-    and only the values it changes are replaced (most files need no change at all): several
-    times cheaper than rewriting every row's text."""
-    exprs = [pl.col("nhs_number").str.replace_all(r"[\s-]", "").alias("nhs_number")]
+    once per file, and batches replace only the values it changes (most files need no change
+    at all): several times cheaper than rewriting every row's text, or than finding each
+    batch's distinct values again."""
+    found: Respellings = {}
     for name, spelling in _spellings().items():
         values = frame.get_column(name).drop_nulls().unique()
         canonical = values.to_frame().select(spelling(pl.col(name))).to_series()
         changed = values.ne_missing(canonical)
         if changed.any():
-            exprs.append(pl.col(name).replace(values.filter(changed), canonical.filter(changed)).alias(name))
-    return frame.with_columns(exprs)
+            found[name] = (values.filter(changed), canonical.filter(changed))
+    return found
+
+
+def _normalised(frame: pl.DataFrame, changes: Respellings) -> pl.DataFrame:
+    """Canonical spellings of codes so the code-list checks see one form (`changes`: from
+    `respellings` over the whole file)."""
+    return frame.with_columns(
+        pl.col("nhs_number").str.replace_all(r"[\s-]", "").alias("nhs_number"),
+        *[pl.col(name).replace(old, new).alias(name) for name, (old, new) in changes.items()],
+    )
 
 
 def nhs_number_valid(numbers: pl.Series) -> pl.Series:
@@ -443,10 +457,13 @@ class FilePlan:
     #: ROW → "__dup_rows" (the rows, as a person numbers them, sharing its pathway key)
     duplicate_rows: pl.DataFrame
     row_offset: int
+    #: code values to respell (see `respellings`)
+    changes: Respellings
 
 
 def plan_validation(mapped: Mapped, profile: Profile, row_offset: int) -> FilePlan:
-    """Settle what needs the whole file: each date column's format and duplicate pathway keys."""
+    """Settle what needs the whole file: each date column's format, duplicate pathway keys
+    and the code values to respell."""
     frame = mapped.frame
     formats = {
         name: column_date_format(frame.get_column(name), profile.date_format)
@@ -467,7 +484,7 @@ def plan_validation(mapped: Mapped, profile: Profile, row_offset: int) -> FilePl
         on=key,
     ).select(ROW, "__dup_rows")
     return FilePlan(census_date=mapped.census_date, date_formats=formats,
-                    duplicate_rows=duplicate_rows, row_offset=row_offset)
+                    duplicate_rows=duplicate_rows, row_offset=row_offset, changes=respellings(frame))
 
 
 def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
@@ -485,7 +502,7 @@ def validate_batch(
     """Check the rows of one batch of a mapped file: any rows, in any order (ROW holds each
     row's 0-based place in the file; `source_frame` is the whole file as read, for quoting
     rejected rows as they were sent)."""
-    frame = _normalised(batch)
+    frame = _normalised(batch, plan.changes)
     frame = frame.with_columns(
         pl.col("pathway_id_issuer").fill_null(pl.col("provider_code")),
         pl.lit(plan.census_date).alias("census_date__date"),
