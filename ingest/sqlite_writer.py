@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import queue
 import socket
 import subprocess
 import sys
@@ -55,9 +56,16 @@ class SqliteWriterProcess:
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             )
         self._pipe = Pipe(ours.detach())
+        self._posted: list[str] = []  # statements sent whose answers are not read yet
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _post(self, method: str, *args: Any) -> None:
+        """Send a statement without waiting for its answer: the next batch is pickled and
+        sent while the writer still stores this one. `_call` reads the answers first, so a
+        failure is raised before anything else runs, and always before a commit."""
         self._pipe.send((method, args))
+        self._posted.append(method)
+
+    def _answer(self, method: str) -> Any:
         try:
             status, value = self._pipe.recv()
         except EOFError:
@@ -65,6 +73,12 @@ class SqliteWriterProcess:
         if status == "error":
             raise WriterFailed(f"SQLite writer, {method}: {value}")
         return value
+
+    def _call(self, method: str, *args: Any) -> Any:
+        while self._posted:
+            self._answer(self._posted.pop(0))
+        self._pipe.send((method, args))
+        return self._answer(method)
 
     def begin(self) -> None:
         self._call("begin")
@@ -93,10 +107,10 @@ class SqliteWriterProcess:
         return int(self._call("allocate_ids", table, count))
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
-        self._call("insert", table, frame)
+        self._post("insert", table, frame)
 
     def update_identities(self, changed: pl.DataFrame, census_date: dt.date) -> None:
-        self._call("update_identities", changed, census_date)
+        self._post("update_identities", changed, census_date)
 
     def current_census(self, provider_code: str) -> dt.date | None:
         found: dt.date | None = self._call("current_census", provider_code)
@@ -126,6 +140,9 @@ class SqliteWriterProcess:
     def rollback(self) -> None:
         try:
             if self._process.poll() is None and not self._pipe.closed:
+                while self._posted:  # a failure among them may be why this rolls back
+                    with contextlib.suppress(WriterFailed):
+                        self._answer(self._posted.pop(0))
                 self._call("rollback")
         finally:
             self._stop()
@@ -141,14 +158,31 @@ class SqliteWriterProcess:
 
 
 def serve(pipe: Pipe, database: str) -> None:
-    """The writer process: run statements from `pipe` until commit, rollback or a closed pipe."""
+    """The writer process: run statements from `pipe` until commit, rollback or a closed pipe.
+
+    A thread receives (and unpickles) the next statement while this one runs: SQLite's C
+    library releases the GIL while it stores a batch."""
     writes = SqliteAdbcWrites(database)
-    try:
+    inbox: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(maxsize=1)
+
+    def receive() -> None:
         while True:
             try:
-                method, args = pipe.recv()
-            except EOFError:
-                return  # the ingest process is gone: roll back (finally)
+                message = pipe.recv()
+            except (EOFError, OSError):
+                inbox.put(None)  # the ingest process is gone: roll back (finally, below)
+                return
+            inbox.put(message)
+            if message[0] in ("commit", "rollback"):
+                return
+
+    threading.Thread(target=receive, name="ptl-sqlite-writer-inbox", daemon=True).start()
+    try:
+        while True:
+            message = inbox.get()
+            if message is None:
+                return
+            method, args = message
             try:
                 result = getattr(writes, method)(*args)
             except Exception as exc:  # noqa: BLE001 - reported to the ingest side, which raises

@@ -125,6 +125,31 @@ def test_a_refusal_found_after_batches_were_stored_rolls_them_back(
     assert again.status == "loaded" and again.rows_loaded == 7
 
 
+def test_the_sqlite_writer_raises_a_failed_batch_before_anything_else_runs(tmp_path: Path) -> None:
+    """Batches are sent to the SQLite writer process without waiting for its answer; a batch
+    it could not store must still stop the load at the next statement, before any commit, and
+    the rollback must leave nothing behind."""
+    import polars as pl
+
+    from ingest.sqlite_writer import SqliteWriterProcess, WriterFailed
+    from ptl.store import migrate
+    from ptl.store.engine import make_engine
+
+    database = tmp_path / "writer.sqlite3"
+    engine = make_engine(f"sqlite:///{database}")
+    migrate.upgrade(engine)
+    writer = SqliteWriterProcess(str(database))
+    writer.begin()
+    writer.ensure_organisation("RXX")
+    writer.insert("organisation", pl.DataFrame({"code": ["RYY"], "kind": ["other"], "updated_at": ["2024-07-07"]}))
+    writer.insert("no_such_table", pl.DataFrame({"a": [1]}))  # answered later
+    with pytest.raises(WriterFailed, match="insert"):
+        writer.current_census("RXX")
+    writer.rollback()
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT COUNT(*) FROM organisation")).scalar() == 0
+
+
 def test_whole_file_refusals_leave_the_previous_snapshot_untouched(store_engine: Engine, tmp_path: Path) -> None:
     ingest(store_engine, write_csv(tmp_path / "good.csv", good_rows(8)))
 
