@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import queue
 import socket
 import subprocess
 import sys
 import threading
 from multiprocessing.connection import Connection as Pipe
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
 import polars as pl
@@ -72,6 +74,10 @@ class SqliteWriterProcess:
             raise WriterFailed(f"the SQLite writer process ended during {method}") from None
         if status == "error":
             raise WriterFailed(f"SQLite writer, {method}: {value}")
+        if status == "frame":  # a frame handed over in anonymous memory (see `_answer_with`)
+            with os.fdopen(recv_handle(self._pipe), "rb") as handle:
+                handle.seek(0)  # the writer's descriptor and this one share one offset
+                return pl.read_ipc(handle)
         return value
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -188,13 +194,32 @@ def serve(pipe: Pipe, database: str) -> None:
             except Exception as exc:  # noqa: BLE001 - reported to the ingest side, which raises
                 pipe.send(("error", f"{type(exc).__name__}: {exc}"))
                 continue
-            pipe.send(("ok", result))
+            _answer_with(pipe, result)
             if method == "commit":
                 writes.checkpoint()  # the load is answered: fold its WAL into the file now
             if method in ("commit", "rollback"):
                 return
     finally:
         writes.close()
+
+
+def _answer_with(pipe: Pipe, result: Any) -> None:
+    """Send a statement's result. A frame (the provider's known identities: a million rows
+    is about 120 MB) goes as Arrow IPC in an anonymous memory file whose descriptor is passed
+    over the socket: about ten times faster than pickling it through the socket, and, unlike
+    a named temporary file, it leaves nothing behind if either process dies (Linux; elsewhere
+    the frame is pickled)."""
+    if not isinstance(result, pl.DataFrame) or not hasattr(os, "memfd_create"):
+        pipe.send(("ok", result))
+        return
+    descriptor = os.memfd_create("ptl-sqlite-writer-frame", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(descriptor), "wb") as handle:
+            result.write_ipc(handle)
+        pipe.send(("frame", None))
+        send_handle(pipe, descriptor, os.getppid())
+    finally:
+        os.close(descriptor)
 
 
 def _sqlite_value(value: Any) -> Any:
