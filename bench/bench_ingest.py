@@ -6,13 +6,15 @@ Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
   one transaction; storing runs on its own thread, and for SQLite in a writer process, while
   later batches are validated), with rows/s and the peak memory of the process doing it;
 - raw PostgreSQL `COPY` of the same already-normalised pathway rows (the floor for the load);
+- with `--refresh`, a weekly refresh into each store: the same rows with the census a week
+  later, after the week before's file was loaded (every patient known, nothing changed);
 - CPU time of the ingest process (with its SQLite writer) and, when the PostgreSQL server runs
   on this machine, of the backends serving the benchmark's database: on a shared or busy
   machine these say more than wall time.
 
 Each measurement runs in its own child process so peak RSS is that step's alone.
 
-    .venv/bin/python bench/bench_ingest.py [--rows 1000000] [--postgres-url URL]
+    .venv/bin/python bench/bench_ingest.py [--rows 1000000] [--postgres-url URL] [--refresh]
 
 Record results in bench/RESULTS.md (machine, date, figures).
 """
@@ -74,7 +76,19 @@ def child_read(path: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "rows": frame.height, "peak_mib": _peak_mib()}
 
 
-def child_ingest(url: str, path: str) -> dict[str, float]:
+def _writer_settled() -> None:
+    """A SQLite writer process checkpoints its WAL after the commit is answered: wait for it,
+    so that its CPU time is counted and the next step has the machine to itself."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "ptl-sqlite-writer-exit":
+            thread.join()
+
+
+def child_ingest(url: str, path: str, refresh_of: str = "") -> dict[str, float]:
+    """Ingest `path` into a fresh store; with `refresh_of`, first load that file (the week
+    before: same rows, census a week earlier) untimed, so `path` is a weekly refresh."""
     from ingest.pipeline import ingest_file
     from ptl.settings import Settings
     from ptl.store import migrate
@@ -82,21 +96,22 @@ def child_ingest(url: str, path: str) -> dict[str, float]:
 
     engine = make_engine(url)
     migrate.upgrade(engine)
+    settings = Settings(database_url=url)
+    if refresh_of:
+        earlier = ingest_file(engine, Path(refresh_of), provider_code="RXX", profile="canonical",
+                              census_date=CENSUS - dt.timedelta(days=7), settings=settings)
+        assert earlier.status == "loaded", earlier.message
+        _writer_settled()
     database = engine.url.database or ""
+    server_before = _server_cpu_seconds(database) if engine.dialect.name == "postgresql" else 0.0
     started, cpu_before = time.perf_counter(), _cpu_seconds()
     result = ingest_file(engine, Path(path), provider_code="RXX", profile="canonical",
-                         census_date=CENSUS, settings=Settings(database_url=url))
+                         census_date=CENSUS, settings=settings)
     seconds = time.perf_counter() - started
-    # A SQLite writer process checkpoints its WAL after the commit is answered: wait for it,
-    # so that its CPU time is counted and the next step has the machine to itself.
-    import threading
-
-    for thread in threading.enumerate():
-        if thread.name == "ptl-sqlite-writer-exit":
-            thread.join()
+    _writer_settled()
     settled = time.perf_counter() - started
     # The backends are still open in the pool, so their CPU time is still there to read.
-    server_cpu = _server_cpu_seconds(database) if engine.dialect.name == "postgresql" else 0.0
+    server_cpu = (_server_cpu_seconds(database) - server_before) if engine.dialect.name == "postgresql" else 0.0
     cpu = _cpu_seconds() - cpu_before
     assert result.status == "loaded", result.message
     from sqlalchemy import text
@@ -151,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--refresh", action="store_true",
+                        help="also time a weekly refresh: the same rows a week later, every patient known")
     args = parser.parse_args()
 
     import sqlalchemy as sa
@@ -164,9 +181,19 @@ def main() -> None:
         write_canonical_extract(path, rows=args.rows, census_date=CENSUS, provider_code="RXX", seed=7)
         print(f"machine: {os.cpu_count()} cores; rows: {args.rows:,}; file {path.stat().st_size / 2**20:.0f} MiB "
               f"(generated in {time.perf_counter() - started:.1f}s)")
+        week_before = Path(tmp) / "extract_week_before.csv"
+        if args.refresh:
+            import polars as pl
+
+            (pl.read_csv(path, infer_schema=False)
+             .with_columns(pl.lit((CENSUS - dt.timedelta(days=7)).isoformat()).alias("census_date"))
+             .write_csv(week_before))
         results: dict[str, dict[str, float]] = {"polars read_csv": run_child("read", str(path))}
         if not args.skip_sqlite:
             results["ingest -> SQLite"] = run_child("ingest", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", str(path))
+            if args.refresh:
+                results["refresh -> SQLite"] = run_child(
+                    "ingest", f"sqlite:///{Path(tmp) / 'refresh.sqlite3'}", str(path), str(week_before))
         name = f"ptl_bench_{uuid.uuid4().hex[:8]}"
         admin = make_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -175,6 +202,11 @@ def main() -> None:
         try:
             results["ingest -> PostgreSQL"] = run_child("ingest", url, str(path))
             results["raw COPY -> PostgreSQL"] = run_child("copy", url)
+            if args.refresh:
+                with admin.connect() as connection:
+                    connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                    connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                results["refresh -> PostgreSQL"] = run_child("ingest", url, str(path), str(week_before))
         finally:
             with admin.connect() as connection:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
