@@ -126,7 +126,8 @@ def _binary_frame(cursor: Any, table: str, frame: pl.DataFrame) -> pl.DataFrame 
 
 
 def _copy_binary(cursor: Any, sql: str, frame: pl.DataFrame, progress: Callable[[int], None] | None) -> None:
-    table = frame.to_arrow()
+    # Arrow's string views as Polars holds them (pgpq reads them): no copy of every string.
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
     encoder = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
     with cursor.copy(sql) as copy:
         copy.write(encoder.write_header())
