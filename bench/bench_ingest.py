@@ -32,18 +32,66 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 CENSUS = dt.date(2026, 11, 22)
 DEFAULT_PG = os.environ.get("PTL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def _peak_mib() -> float:
-    """Peak RSS of this process plus that of its largest child (the SQLite writer process,
-    which runs beside it): a conservative figure for the whole load."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024
+def _high_water_mib(pid: int | str = "self") -> float:
+    """Peak resident memory of a process since it started its program (VmHWM). Not
+    `ru_maxrss`, which also counts the moments between fork and exec when a child shares its
+    parent's memory: that would charge the SQLite writer, or this child, with the memory of
+    the process that started it."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if pid == "self" else 0.0
+
+
+class _WriterPeak:
+    """Follows the peak memory of this process's SQLite writer processes (read until each
+    exits: VmHWM only grows)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(0.05):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/stat") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[1] != me:
+                            continue
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        if b"ingest.sqlite_writer" not in cmdline.read():
+                            continue
+                except OSError:
+                    continue
+                self.peaks[int(pid)] = max(self.peaks.get(int(pid), 0.0), _high_water_mib(pid))
+
+    def stop(self) -> float:
+        """The largest writer's peak (MiB)."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peaks.values(), default=0.0)
+
+
+def _peak_mib(writer_mib: float = 0.0) -> float:
+    """Peak memory of this process plus that of its SQLite writer process, which runs beside
+    it: a conservative figure for the whole load."""
+    return _high_water_mib() + writer_mib
 
 
 def _cpu_seconds() -> float:
@@ -97,6 +145,7 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
     engine = make_engine(url)
     migrate.upgrade(engine)
     settings = Settings(database_url=url)
+    writer = _WriterPeak()
     database = engine.url.database or ""
     server_before = _server_cpu_seconds(database) if engine.dialect.name == "postgresql" else 0.0
     started, cpu_before = time.perf_counter(), _cpu_seconds()
@@ -115,7 +164,7 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
         timings = connection.execute(text(
             "SELECT read_seconds, validate_seconds, load_seconds FROM feed WHERE id = :id"),
             {"id": result.feed_id}).one()
-    return {"seconds": seconds, "rows": result.rows_loaded, "peak_mib": _peak_mib(),
+    return {"seconds": seconds, "rows": result.rows_loaded, "peak_mib": _peak_mib(writer.stop()),
             "read_s": timings[0], "validate_derive_s": timings[1], "load_s": timings[2],
             "client_cpu_s": cpu, "server_cpu_s": server_cpu, "settled_s": settled}
 
@@ -228,7 +277,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "_child":
         kind, rest = sys.argv[2], sys.argv[3:]
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        outcome = {"read": child_read, "ingest": child_ingest, "copy": child_raw_copy}[kind](*rest)
+        children: dict[str, Callable[..., dict[str, float]]] = {
+            "read": child_read, "ingest": child_ingest, "copy": child_raw_copy}
+        outcome = children[kind](*rest)
         print(json.dumps(outcome))
     else:
         main()
