@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,11 @@ def ingest_file(
             finally:
                 record.sha256 = digest.result().hexdigest()
         del data
+        # One chunk per column, made while nothing else holds the parsed chunks (a CSV parses
+        # into one chunk per thread-sized piece) and the file's bytes are gone: batches are
+        # gathered from it, which costs several times more across many chunks, and a copy
+        # made later would hold the file twice for the whole load.
+        extract = replace(extract, frame=extract.frame.rechunk())
         record.read_seconds = time.perf_counter() - t0
         with engine.connect() as connection:
             earlier = loaded_feed_with_sha(connection, provider_code, record.sha256)
@@ -171,7 +176,7 @@ def ingest_file(
         # Batches are ranges of local patient id (each patient's rows in one batch, in file
         # order), so new identities reach the store in key order and both identity indexes grow
         # at their right edge batch after batch. The batches own the mapped rows from here on
-        # (no other reference to the mapped frame is kept, so only its one-chunk copy lives).
+        # (mapped columns share the read columns' memory where nothing was respelled or trimmed).
         source_columns = mapped.source_columns
         in_order = _patient_batches(mapped.frame, patients, batch_rows)
         del mapped
@@ -268,10 +273,11 @@ def _patient_batches(frame: pl.DataFrame, patients: pl.Series,
     patients (`patients`: the distinct ids, sorted), each patient's rows in file order; rows
     without an id come last.
 
-    The frame is made one chunk per column first (a parsed CSV comes in many chunks, and a
-    gather across them costs several times more); each batch is then gathered when it is
-    asked for, so the gathering overlaps the storing of the previous batch instead of holding
-    up the first one (7.5 M rows: 4 s spread over the load, against 11 s before it began)."""
+    The frame should be one chunk per column (`ingest_file` makes it so as soon as the file is
+    read: a gather across a parsed CSV's many chunks costs several times more); each batch is
+    gathered when it is asked for, so the gathering overlaps the storing of the previous batch
+    instead of holding up the first one (7.5 M rows: 4 s spread over the load, against 11 s
+    before it began)."""
     batches = -(-frame.height // batch_rows)
     step = max(1, -(-patients.len() // max(batches, 1)))
     bounds = patients.gather(list(range(step, patients.len(), step)))
@@ -279,7 +285,7 @@ def _patient_batches(frame: pl.DataFrame, patients: pl.Series,
     position = bounds.search_sorted(patient_ids, side="right").cast(pl.Int64)
     batch_of = pl.select(pl.when(patient_ids.is_not_null()).then(position).otherwise(bounds.len())).to_series()
     del patient_ids, position
-    frame = frame.rechunk()  # the caller holds no other reference to the mapped frame
+    frame = frame.rechunk()  # a no-op when it is one chunk already
     count = bounds.len() + 1
     for number in range(count):
         rows = (batch_of == number).arg_true()

@@ -76,11 +76,7 @@ def read_extract(path: Path, profile: Profile, data: bytes | None = None) -> Ext
         raise FeedRefused(
             f"{path.name}: not a readable {fmt.upper()} file ({detail[:300]})", kind="unreadable"
         ) from None
-    # One chunk per column, made here while nothing else holds the parsed chunks (a CSV
-    # parses into one chunk per thread-sized piece): the load gathers its batches from it,
-    # which costs several times more across many chunks, and the copy made later would
-    # have held the file twice for the whole load.
-    frame = frame.rename({c: c.strip() for c in frame.columns}).rechunk()
+    frame = frame.rename({c: c.strip() for c in frame.columns})
     if frame.height == 0:
         raise FeedRefused(f"{path.name}: the file has no data rows", kind="empty")
     return Extract(frame=frame, file_format=fmt, row_offset=offset)
