@@ -5,7 +5,9 @@ Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
 - end-to-end `ingest_file` into SQLite and into PostgreSQL (read, validate, derive, load in
   one transaction; storing runs on its own thread, and for SQLite in a writer process, while
   later batches are validated), with rows/s and the peak memory of the process doing it;
-- raw PostgreSQL `COPY` of the same already-normalised pathway rows (the floor for the load);
+- raw PostgreSQL `COPY` of the same already-normalised pathway rows (the issue's floor for the
+  load), and of those rows plus the source identities the load wrote, into a twin with that
+  table's two unique indexes (all that a first load must write);
 - with `--refresh`, a weekly refresh into each store: the same rows with the census a week
   later, after the week before's file was loaded by another process (every patient known,
   nothing changed);
@@ -169,28 +171,42 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
             "client_cpu_s": cpu, "server_cpu_s": server_cpu, "settled_s": settled}
 
 
-def child_raw_copy(url: str) -> dict[str, float]:
-    """COPY the already-normalised pathway rows (exported from the store) into a twin table."""
+def child_raw_copy(url: str, with_identities: str = "") -> dict[str, float]:
+    """COPY the already-normalised pathway rows (exported from the store) into a twin table;
+    with `with_identities`, then also the source identities the load wrote, into a twin with
+    that table's two unique indexes (all that a load must write, by plain COPY on one
+    connection)."""
     import io
 
     from ptl.store.engine import make_engine
 
     engine = make_engine(url)
     with engine.connect() as connection:
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        buffer = io.BytesIO()
-        with cursor.copy("COPY (SELECT * FROM pathway) TO STDOUT WITH (FORMAT csv)") as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        cursor.execute("CREATE TABLE pathway_twin (LIKE pathway INCLUDING DEFAULTS)")
-        connection.commit()
-        data = buffer.getvalue()
+        # The driver's own connection and commits: SQLAlchemy's `commit` would not see
+        # statements run on a raw cursor, and the COPY would be rolled back uncounted.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        tables = {"pathway": "INCLUDING DEFAULTS"}
+        if with_identities:
+            tables["source_identity"] = "INCLUDING DEFAULTS INCLUDING INDEXES"
+        exported: dict[str, bytes] = {}
+        for table, like in tables.items():
+            buffer = io.BytesIO()
+            with cursor.copy(f"COPY (SELECT * FROM {table}) TO STDOUT WITH (FORMAT csv)") as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+            exported[table] = buffer.getvalue()
+            cursor.execute(f"DROP TABLE IF EXISTS {table}_twin")
+            cursor.execute(f"CREATE TABLE {table}_twin (LIKE {table} {like})")
+        driver.commit()
         server_before = _server_cpu_seconds(engine.url.database or "")
         started = time.perf_counter()
-        with cursor.copy("COPY pathway_twin FROM STDIN WITH (FORMAT csv)") as copy:
-            for offset in range(0, len(data), 1 << 20):
-                copy.write(data[offset : offset + (1 << 20)])
-        connection.commit()
+        for table, data in exported.items():
+            with cursor.copy(f"COPY {table}_twin FROM STDIN WITH (FORMAT csv)") as copy:
+                for offset in range(0, len(data), 1 << 20):
+                    copy.write(data[offset : offset + (1 << 20)])
+        driver.commit()
         seconds = time.perf_counter() - started
         server_cpu = _server_cpu_seconds(engine.url.database or "") - server_before
         rows = cursor.execute("SELECT COUNT(*) FROM pathway_twin").fetchone()[0]  # type: ignore[index]
@@ -248,6 +264,7 @@ def main() -> None:
         try:
             results["ingest -> PostgreSQL"] = run_child("ingest", url, str(path))
             results["raw COPY -> PostgreSQL"] = run_child("copy", url)
+            results["  + identities"] = run_child("copy", url, "with-identities")
             if args.refresh:
                 with admin.connect() as connection:
                     connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
@@ -271,6 +288,9 @@ def main() -> None:
         print(f"{step:<24}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}{r['peak_mib']:>10,.0f}  {detail}")
     pg, raw = results["ingest -> PostgreSQL"], results["raw COPY -> PostgreSQL"]
     print(f"PostgreSQL end to end / raw COPY: {pg['seconds'] / raw['seconds']:.2f}x (target <= 2.5x)")
+    both = results["  + identities"]
+    print(f"PostgreSQL end to end / raw COPY of pathways and identities: {pg['seconds'] / both['seconds']:.2f}x "
+          "(a first load also writes a source identity per new patient)")
 
 
 if __name__ == "__main__":
