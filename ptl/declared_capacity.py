@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, exists, insert, select, update
 
 from ptl import codes
 from ptl.store.models import CurrentSnapshot, DeclaredCapacity, Organisation, Pathway, Site
+from ptl.submitted import submitted_date
 
 #: A sanity bound, not a policy: the largest trusts stop a few thousand clocks a week, so a
 #: figure above this is almost certainly a typo (a year's figure, a stray digit).
@@ -164,7 +165,8 @@ def _weekly(problems: list[tuple[str, str]], value: Any) -> int | None:
 
 def _valid_from(problems: list[tuple[str, str]], value: Any) -> dt.date | None:
     if value is None or (isinstance(value, str) and not value.strip()):
-        return None
+        return None  # not given: the provider's current census date
+    return submitted_date(problems, "valid_from", value)
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):

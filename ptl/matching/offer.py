@@ -45,6 +45,7 @@ from sqlalchemy import Engine, insert, select
 from ptl import codes
 from ptl.store.matching import CapacityOffer
 from ptl.store.models import Site
+from ptl.submitted import submitted_date
 
 #: P-codes an offer may accept (P5/P6 patients chose to wait: never matched).
 MATCHABLE_PRIORITIES: Final[tuple[str, ...]] = ("P1a", "P1b", "P2", "P3", "P4")
@@ -150,20 +151,6 @@ def _boolean(problems: list[tuple[str, str]], name: str, value: Any, default: bo
     return default
 
 
-def _date(problems: list[tuple[str, str]], name: str, value: Any) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    problems.append((name, f"{json.dumps(value, default=str)} is not a date; use YYYY-MM-DD"))
-    return None
-
-
 def _code_list(problems: list[tuple[str, str]], name: str, value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -203,8 +190,8 @@ def parse_offer(data: Mapping[str, Any]) -> Offer:
         elif not procedures:
             problems.append(("procedure_codes", "is empty; leave it out to accept any procedure"))
     slots = _integer(problems, "slots", data.get("slots"), 1, MAX_SLOTS_PER_OFFER) if data.get("slots") is not None else None
-    start = _date(problems, "start_date", data["start_date"]) if data.get("start_date") is not None else None
-    end = _date(problems, "end_date", data["end_date"]) if data.get("end_date") is not None else None
+    start = submitted_date(problems, "start_date", data["start_date"]) if data.get("start_date") is not None else None
+    end = submitted_date(problems, "end_date", data["end_date"]) if data.get("end_date") is not None else None
     if start and end and end < start:
         problems.append(("end_date", f"{end.isoformat()} is before start_date {start.isoformat()}"))
     max_asa = _integer(problems, "max_asa", data.get("max_asa"), 1, 6)
