@@ -53,6 +53,7 @@ def _timed_link(url: str, threshold: float) -> dict[str, Any]:
 
 
 def _load(url: str, rows: pl.DataFrame) -> float:
+    from ptl.store import identity_partitions
     from ptl.store.bulk import insert_frame
     from ptl.store.engine import make_engine, write_connection
     from ptl.synth import source_identity_rows
@@ -60,6 +61,7 @@ def _load(url: str, rows: pl.DataFrame) -> float:
     started = time.perf_counter()
     engine = make_engine(url)
     with write_connection(engine) as connection, connection.begin():
+        identity_partitions.ensure(connection, rows.get_column("provider_code").unique())
         insert_frame(connection, "source_identity", source_identity_rows(rows))
     engine.dispose()
     return time.perf_counter() - started

@@ -42,7 +42,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from ptl import codes, rtt
-from ptl.store import migrate
+from ptl.store import identity_partitions, migrate
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import make_engine
 from ptl.store.pathway_partitions import ensure_partition
@@ -186,6 +186,7 @@ def build(engine: sa.Engine, rows: int) -> None:
         for provider, feed_id in new_feed.items():
             connection.execute(sa.text("INSERT INTO current_snapshot VALUES (:p, :f, :c, :now)"),
                                {"p": provider, "f": feed_id, "c": CENSUS, "now": now})
+        identity_partitions.ensure(connection, identities.get_column("provider_code").unique())
         insert_frame(connection, "source_identity", identities)
         insert_frame(connection, "pathway", pl.concat([current.select(columns), older.select(columns)],
                                                       how="vertical_relaxed"))

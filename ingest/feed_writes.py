@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.sqlite_writer import IDENTITY_SCHEMA, IDENTITY_VALUES, SqliteWriterProcess
-from ptl.store import pathway_partitions
+from ptl.store import identity_partitions, pathway_partitions
 from ptl.store.bulk import insert_frame, read_frame
 from ptl.store.engine import write_connection
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
@@ -58,6 +58,11 @@ class FeedWrites(Protocol):
         through `insert` in this transaction."""
         ...
     def attach_partition(self, feed_id: int) -> None: ...
+    def open_identity_partition(self, provider_code: str) -> str | None:
+        """The table a provider's first load writes its identities to (a partition built
+        apart, attached by `attach_identity_partition`), or None: they go to `source_identity`."""
+        ...
+    def attach_identity_partition(self, provider_code: str) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
 
@@ -266,6 +271,15 @@ class ConnectionWrites:
 
     def attach_partition(self, feed_id: int) -> None:
         pathway_partitions.attach(self.connection, feed_id)
+
+    def open_identity_partition(self, provider_code: str) -> str | None:
+        if not identity_partitions.is_partitioned(self.connection) or \
+                identity_partitions.has_partition(self.connection, provider_code):
+            return None
+        return identity_partitions.create_unattached(self.connection, provider_code)
+
+    def attach_identity_partition(self, provider_code: str) -> None:
+        identity_partitions.attach(self.connection, provider_code)
 
     def commit(self) -> None:
         try:

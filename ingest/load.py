@@ -129,6 +129,10 @@ class FeedLoad:
     arrive in key order, so both identity indexes grow at their right edge (twice as fast as
     random order), every lookup is a slice of a sorted frame, and a patient is settled by the
     first batch holding one of its loaded rows: its first loaded row in file order.
+
+    On PostgreSQL a provider's first load writes its identities to the provider's own
+    partition, built without indexes and attached, keys and all, when the load commits
+    (ptl/store/identity_partitions.py); later loads write through `source_identity`.
     """
 
     def __init__(self, engine: Engine, writer_process: bool = False) -> None:
@@ -141,6 +145,9 @@ class FeedLoad:
         self._partition: PartitionWrites | None = None
         self._partition_executor: ThreadPoolExecutor | None = None
         self._partition_pending: deque[Future[Any]] = deque()
+        # PostgreSQL, a provider's first load: its identity partition, attached at the end.
+        self._identity_table = "source_identity"
+        self._identity_partition = False
         self._assigned: Future[Any] | None = None
         self._aborted = False
         self._existing = pl.DataFrame()
@@ -306,6 +313,9 @@ class FeedLoad:
         if self._partition is not None:
             self._partition_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptl-feed-partition")
         self._existing = writes.existing_identities(record.provider_code).sort("local_patient_id")
+        table = writes.open_identity_partition(record.provider_code)
+        if table is not None:
+            self._identity_table, self._identity_partition = table, True
         log.debug("load begun", extra={"feed_id": self.feed_id, "provider": record.provider_code,
                                        "existing_identities": self._existing.height})
 
@@ -334,7 +344,7 @@ class FeedLoad:
         """Write a prepared batch: its identities, then (not partitioned) its pathways."""
         assert self._writes is not None
         if identities.height:
-            self._writes.insert("source_identity", identities)
+            self._writes.insert(self._identity_table, identities)
         if changed.height:
             self._writes.update_identities(changed, self._census)
         if pathways is not None:
@@ -369,8 +379,19 @@ class FeedLoad:
             assert self._partition_executor is not None
             while self._partition_pending:  # drained by `commit` already
                 self._partition_pending.popleft().result()
-            self._partition_executor.submit(self._partition.finish).result()
+            # The pathway table's key is built on its connection while this one builds the
+            # keys of a first load's identity partition: both server cores at work.
+            finished = self._partition_executor.submit(self._partition.finish)
+            if self._identity_partition:
+                try:
+                    writes.attach_identity_partition(record.provider_code)
+                except BaseException:
+                    finished.exception()  # the table's transaction ends before the rollback
+                    raise
+            finished.result()
             writes.attach_partition(self.feed_id)  # last: it locks the parent until the commit
+        elif self._identity_partition:
+            writes.attach_identity_partition(record.provider_code)
         record.load_seconds = self.store_seconds + self.prepare_seconds + time.perf_counter() - started
         writes.update_feed(self.feed_id, {name: getattr(record, name) for name in _OUTCOME_COLUMNS})
         writes.commit()

@@ -132,6 +132,13 @@ class SqliteWriterProcess:
     def attach_partition(self, feed_id: int) -> None:
         raise NotImplementedError("SQLite has no pathway partitions")
 
+    def open_identity_partition(self, provider_code: str) -> None:
+        """SQLite has no partitions: identities go to `source_identity`."""
+        return None
+
+    def attach_identity_partition(self, provider_code: str) -> None:
+        raise NotImplementedError("SQLite has no identity partitions")
+
     def commit(self) -> None:
         """Commit; the writer then checkpoints the WAL and exits on its own, reaped by a
         background thread (the load is committed and visible before that work is done)."""

@@ -26,6 +26,7 @@ from ptl.identity import (
 )
 from ptl.identity.features import deterministic_nhs_number, linkage_features, nhs_number_valid
 from ptl.settings import Settings
+from ptl.store import identity_partitions
 from ptl.store.bulk import insert_frame
 from ptl.store.engine import write_connection
 from ptl.synth import source_identity_rows, synthetic_identities
@@ -63,6 +64,7 @@ def _rows(*records: dict[str, Any]) -> pl.DataFrame:
 
 def _store(engine: Engine, frame: pl.DataFrame) -> None:
     with write_connection(engine) as connection, connection.begin():
+        identity_partitions.ensure(connection, frame.get_column("provider_code").unique())
         insert_frame(connection, "source_identity", source_identity_rows(frame.select(list(_ROW_SCHEMA))))
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from ptl.identity import identity_export, link, pairwise_quality
 from ptl.settings import Settings
+from ptl.store import identity_partitions
 from ptl.store.bulk import insert_frame
 from ptl.store.engine import write_connection
 from ptl.synth import source_identity_rows, synthetic_identities
@@ -30,6 +31,7 @@ def test_precision_and_recall_on_a_synthetic_system(store_engine: Engine, system
     corrupted = system.filter(~pl.col("nhs_number_usable") & (pl.col("corruption") != "")).height
     assert system.height >= 100_000 and without >= 0.20 and corrupted > 1_000
     with write_connection(store_engine) as connection, connection.begin():
+        identity_partitions.ensure(connection, system.get_column("provider_code").unique())
         insert_frame(connection, "source_identity", source_identity_rows(system))
     url = store_engine.url.render_as_string(hide_password=False)
     link(store_engine, Settings(database_url=url, link_match_threshold=THRESHOLD))

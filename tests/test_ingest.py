@@ -290,3 +290,53 @@ def test_postgresql_keeps_each_feed_in_its_own_partition_and_drops_what_a_dead_l
     assert counts(engine) == {**before, "unattached": ["pathway_feed_998"]}
     live.close()
     engine.dispose()
+
+
+def test_postgresql_keeps_each_providers_identities_in_their_own_partition(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A provider's first load builds their identity partition apart and attaches it, keys and
+    all, when it commits; a refused first load leaves no table; later loads write through the
+    parent, and the keys hold there as before."""
+    from ptl.store import identity_partitions, migrate
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(postgres_url)
+    migrate.upgrade(engine)
+
+    def identity_tables() -> dict[str, tuple[str | None, int]]:
+        with engine.connect() as connection:
+            return {name: (bound, indexes) for name, bound, indexes in connection.execute(sa.text(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), "
+                "(SELECT COUNT(*) FROM pg_index x WHERE x.indrelid = c.oid AND x.indisunique) "
+                "FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'source\\_identity\\_%'"))}
+
+    rows = good_rows(10)
+    for n in range(7, 10):
+        rows[n] = good_row(n + 1, waiting_list_type="XXXX")
+    refused = ingest(engine, write_csv(tmp_path / "late.csv", rows), batch_rows=4)
+    assert refused.status == "refused" and identity_tables() == {}
+
+    first = ingest(engine, write_csv(tmp_path / "a.csv", good_rows(8)), batch_rows=3)
+    assert first.status == "loaded"
+    assert identity_tables() == {"source_identity_rxx": ("FOR VALUES IN ('RXX')", 2)}
+    newer = [good_row(n, census_date="2024-07-07") for n in range(5, 11)]
+    newer[0] = good_row(5, census_date="2024-07-07", family_name="Smyth-Jones")
+    assert ingest(engine, write_csv(tmp_path / "b.csv", newer), batch_rows=3).status == "loaded"
+    other = [good_row(n, provider_code="RYY") for n in range(1, 4)]
+    assert ingest(engine, write_csv(tmp_path / "c.csv", other), provider_code="RYY").status == "loaded"
+    assert identity_tables() == {"source_identity_rxx": ("FOR VALUES IN ('RXX')", 2),
+                                 "source_identity_ryy": ("FOR VALUES IN ('RYY')", 2)}
+    with engine.connect() as connection:
+        assert identity_partitions.is_partitioned(connection)
+        held = connection.execute(sa.text(
+            "SELECT provider_code, COUNT(*), COUNT(DISTINCT id) FROM source_identity GROUP BY 1 ORDER BY 1")).all()
+        assert held == [("RXX", 10, 10), ("RYY", 3, 3)]
+        assert connection.execute(sa.text(
+            "SELECT family_name FROM source_identity WHERE local_patient_id = 'L000005' "
+            "AND provider_code = 'RXX'")).scalar_one() == "Smyth-Jones"
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO source_identity (id, provider_code, local_patient_id, first_feed_id, "
+            "values_census_date) VALUES (999999, 'RXX', 'L000001', 1, '2024-06-30')"))
+    engine.dispose()

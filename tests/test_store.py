@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from ptl.store import Base, migrate
+from ptl.store import Base, identity_partitions, migrate
 
 
 def test_migrations_create_every_model_table(store_engine: Engine) -> None:
@@ -50,6 +51,7 @@ def test_bulk_insert_round_trips_every_value_on_both_backends(store_engine: Engi
                       "date_of_birth": [None, None, None]}, schema_overrides={"date_of_birth": pl.Date}),
     ]
     with store_engine.connect() as connection, connection.begin():
+        identity_partitions.ensure(connection, ["RXX"])  # PostgreSQL: each provider's partition
         for frame in frames:
             insert_frame(connection, "source_identity", frame.with_columns(
                 pl.lit(7, dtype=pl.Int64).alias("first_feed_id"),
@@ -150,5 +152,59 @@ def test_partitioning_migration_keeps_every_pathway_and_reverses(postgres_url: s
     assert partitions == ["pathway_feed_4", "pathway_feed_7"]
     migrate.downgrade(engine, "0007_declared_capacity")
     assert state() == before
+    migrate.upgrade(engine)
+    engine.dispose()
+
+
+def test_identity_partitioning_migration_keeps_every_identity_and_reverses(postgres_url: str) -> None:
+    """Migration 0009 moves an existing store's source identities into a partition per
+    provider (and back on downgrade) without losing a row or a link; the id sequence stays
+    with `source_identity`, and the unique key still holds across the move."""
+    import polars as pl
+
+    from ptl.store.bulk import insert_frame
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(postgres_url)
+    migrate.downgrade(engine, "base")
+    migrate.upgrade(engine, "0008_pathway_partitions")
+    with engine.begin() as connection:
+        insert_frame(connection, "source_identity", pl.DataFrame({
+            "id": [1, 2, 3], "provider_code": ["RA1", "RA1", "RB2"], "local_patient_id": ["L1", "L2", "L1"],
+            "first_feed_id": [1, 1, 2], "values_census_date": ["2026-11-22"] * 3,
+        }))
+        connection.execute(sa.text("INSERT INTO person (id, created_at) VALUES (1, now())"))
+        connection.execute(sa.text("INSERT INTO identity_link (source_identity_id, person_id, method, linked_at) "
+                                   "VALUES (3, 1, 'singleton', now())"))
+
+    def state() -> tuple[object, ...]:
+        with engine.connect() as connection:
+            return (
+                connection.execute(sa.text(
+                    "SELECT id, provider_code, local_patient_id FROM source_identity ORDER BY id")).all(),
+                connection.execute(sa.text("SELECT source_identity_id, person_id FROM identity_link")).all(),
+                connection.execute(sa.text("SELECT pg_get_serial_sequence('source_identity', 'id')")).scalar(),
+            )
+
+    def link_foreign_keys() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text(
+                "SELECT COUNT(*) FROM pg_constraint WHERE conrelid = 'identity_link'::regclass "
+                "AND confrelid = 'source_identity'::regclass")).scalar_one())
+
+    before = state()
+    assert link_foreign_keys() == 1
+    migrate.upgrade(engine)
+    assert state() == before and link_foreign_keys() == 0
+    with engine.connect() as connection:
+        partitions = connection.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'source_identity'::regclass ORDER BY 1")).scalars().all()
+    assert partitions == ["source_identity_ra1", "source_identity_rb2"]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO source_identity (id, provider_code, local_patient_id, "
+                                   "first_feed_id, values_census_date) VALUES (4, 'RB2', 'L1', 2, '2026-11-22')"))
+    migrate.downgrade(engine, "0008_pathway_partitions")
+    assert state() == before and link_foreign_keys() == 1
     migrate.upgrade(engine)
     engine.dispose()

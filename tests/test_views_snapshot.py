@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from ptl import codes, rtt
+from ptl.store import identity_partitions
 from ptl.store.bulk import insert_frame
 from ptl.store.models import CurrentSnapshot, Feed, Organisation
 from ptl.store.pathway_partitions import ensure_partition
@@ -73,6 +74,7 @@ def pathway_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
 
 
 def add_identities(connection: sa.Connection) -> None:
+    identity_partitions.ensure(connection, ["RA1", "RB2"])
     insert_frame(connection, "source_identity", pl.DataFrame({
         "id": [1, 2], "provider_code": ["RA1", "RB2"], "local_patient_id": ["L1", "L2"],
         "nhs_number": ["9434765919", None], "postcode": [None, "LS1 4AP"],

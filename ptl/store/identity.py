@@ -37,9 +37,9 @@ class IdentityLink(Base):
 
     __tablename__ = "identity_link"
 
-    source_identity_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("source_identity.id"), primary_key=True
-    )
+    #: `source_identity.id`, without a foreign key: on PostgreSQL `source_identity` is
+    #: partitioned by provider and its keys include the provider (migration 0009).
+    source_identity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     person_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("person.id"), index=True)
     #: nhs_number | probabilistic | singleton
     method: Mapped[str] = mapped_column(String(13))
