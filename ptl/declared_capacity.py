@@ -167,17 +167,6 @@ def _valid_from(problems: list[tuple[str, str]], value: Any) -> dt.date | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None  # not given: the provider's current census date
     return submitted_date(problems, "valid_from", value)
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    problems.append(("valid_from", f"'{str(value)[:20]}' is not a date; use YYYY-MM-DD"))
-    return None
 
 
 def _note(problems: list[tuple[str, str]], value: Any) -> str | None:
