@@ -82,7 +82,11 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result.as_json(), default=str))
     else:
         print(_summary(result))
-    return 2 if result.status == "refused" else 0
+    if result.status == "refused":
+        return 2
+    # Loaded, but the figures may count a person twice until linking succeeds: say so in the
+    # exit status too, so a script that loads and then reports can tell.
+    return 3 if result.linking is not None and result.linking.status == "failed" else 0
 
 
 def _summary(result: Any) -> str:
@@ -94,6 +98,8 @@ def _summary(result: Any) -> str:
                      f"rejected {result.rows_rejected:,}  with warnings {result.rows_warned:,}  "
                      f"in {result.seconds:.2f}s")
     lines.append(f"  {result.message}")
+    if result.linking is not None:
+        lines.append(f"  identity linking: {result.linking.message}")
     top = result.top_reasons()
     if top:
         lines.append("  commonest rejections:")

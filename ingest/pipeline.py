@@ -1,7 +1,10 @@
-"""The ingest pipeline for one file: read → map → validate → derive → load.
+"""The ingest pipeline for one file: read → map → validate → derive → load → link.
 
 `ingest_file` is what the CLI, the HTTP upload and the scheduled sources all call, so every
 route answers the same way: loaded, refused (with the reason, nothing loaded) or duplicate.
+A loaded file's new and changed identities are linked to persons as the last step of the same
+job (`link_identities`), so no total counts a person waiting at two providers twice because
+linking has not run; the answer says what linking did, or that it failed and what follows.
 
 The file is read and mapped whole, what needs the whole file is settled once (provider, census
 date, each date column's format, duplicate pathway keys, the postcode lookup), then rows are
@@ -62,6 +65,8 @@ class IngestResult:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     refusal_kind: str | None = None
+    #: what identity linking did after the load (None: nothing was loaded, or not asked)
+    linking: LinkingOutcome | None = None
 
     def top_reasons(self, limit: int = 5) -> list[tuple[str, str, int]]:
         """(column, kind, count) of the commonest rejections."""
@@ -88,7 +93,50 @@ class IngestResult:
             "message": self.message,
             "rejections": self.rejections,
             "warnings": self.warnings,
+            "linking": self.linking.as_json() if self.linking is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class LinkingOutcome:
+    """Identity linking run as the last step of a load: `linked` (with the run's report) or
+    `failed` (the feed stays loaded; `message` says what that means for the figures)."""
+
+    status: str  # linked | failed
+    message: str
+    report: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "message": self.message, "report": self.report}
+
+
+#: What a failed linking run means for the figures, said wherever a load reports it.
+LINKING_FAILED_CONSEQUENCE = (
+    "until linking succeeds, a person waiting at more than one provider may be counted twice in "
+    "system totals and the shared queue; it runs again with the next load, with the nightly "
+    "housekeeping, or by hand with `ptl link`"
+)
+
+
+def link_identities(engine: Engine, settings: Settings) -> LinkingOutcome:
+    """Link new and changed source identities to persons (`ptl.identity.link`) and say what
+    happened. Never raises for a linking failure: the load it follows is already committed."""
+    from ptl.identity import ModelError, PairBudgetExceeded, link
+
+    try:
+        report = link(engine, settings)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, never lost, never fatal
+        # Linking errors of our own say what to do and carry no patient values; any other
+        # error's text might (it can quote rows), so only its type is told.
+        reason = str(exc) if isinstance(exc, PairBudgetExceeded | ModelError) else type(exc).__name__
+        log.error("identity linking after load failed", extra={"error": type(exc).__name__})
+        return LinkingOutcome("failed", f"identity linking failed ({reason}); {LINKING_FAILED_CONSEQUENCE}")
+    return LinkingOutcome(
+        "linked",
+        f"linked {report.pending:,} new or changed provider records: {report.identities:,} records "
+        f"are {report.persons:,} people ({report.reviews_open:,} identity conflicts to review)",
+        report.as_json(),
+    )
 
 
 def _issue_list(issues: pl.DataFrame, severity: str) -> list[dict[str, Any]]:
@@ -111,9 +159,13 @@ def ingest_file(
     progress: Callable[[str], None] | None = None,
     filename: str | None = None,
     batch_rows: int = BATCH_ROWS,
+    link: bool = True,
 ) -> IngestResult:
-    """Ingest one extract for one provider. Raises `ProfileError` for a broken profile; every
-    problem with the file itself is answered as a refused result, never an exception."""
+    """Ingest one extract for one provider, then (`link`, the default) link its new and changed
+    identities. Raises `ProfileError` for a broken profile; every problem with the file itself
+    is answered as a refused result, never an exception. `link=False` is for a caller that loads
+    several files as one job and links once after the last (`ptl demo`), and for measuring the
+    load alone."""
     settings = settings or Settings.from_env()
     started = time.perf_counter()
     provider_code = provider_code.strip().upper()
@@ -247,11 +299,16 @@ def ingest_file(
         "rows_rejected": record.rows_rejected, "rows_warned": record.rows_warned,
         "seconds": round(seconds, 3), "current": outcome.became_current,
     })
+    linking = None
+    if link:
+        say("linking identities")
+        linking = link_identities(engine, settings)
     return IngestResult(
         status="loaded", provider_code=provider_code, filename=name, message=record.message,
         feed_id=outcome.feed_id, census_date=record.census_date, rows_read=record.rows_read,
         rows_loaded=record.rows_loaded, rows_rejected=record.rows_rejected,
-        rows_warned=record.rows_warned, became_current=outcome.became_current, seconds=seconds,
+        rows_warned=record.rows_warned, became_current=outcome.became_current,
+        seconds=time.perf_counter() - started, linking=linking,
         rejections=_issue_list(issues, "rejected"), warnings=_issue_list(issues, "warning"),
     )
 

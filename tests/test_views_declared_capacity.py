@@ -16,7 +16,7 @@ from ptl.declared_capacity import DECLARATION_SCHEMA, in_force, with_status
 from ptl.views.filters import ViewFilter
 from ptl.views.sites import DECLARED_COLUMNS, SITE_STATS_COLUMNS, site_stats, with_declared_capacity
 from ptl.views.snapshot import Snapshot
-from tests.test_views_queue import is_open_rtt, matches
+from tests.test_views_queue import reference_needs
 from tests.test_views_sites import approx_equal
 from tests.test_views_strategies import (
     CENSUS,
@@ -66,7 +66,7 @@ def reference_declared(current: pl.DataFrame, rows: list[dict[str, Any]], f: Vie
                        by: tuple[str, ...]) -> dict[tuple[Any, ...], int | None]:
     """Declared weekly capacity per row key, by the rules of `ptl.views.sites`."""
     census = {r["provider_code"]: r["census_date"] for r in current.to_dicts()}
-    open_rows = [r for r in current.to_dicts() if is_open_rtt(r) and matches(r, f)]
+    open_rows = reference_needs(current.to_dicts(), f)
     narrowed = f.priority is not None or f.waiting_list_type is not None or f.procedure_code is not None
     tfc = f.treatment_function_code
 

@@ -184,27 +184,34 @@ def test_overlapping_identity_groups_become_one_need() -> None:
 # --- the shared queue ----------------------------------------------------------------------
 
 
-def reference_queue(current: pl.DataFrame, f: ViewFilter) -> list[dict[str, Any]]:
-    rows = current.to_dicts()
-    members = duplicate_pathways(current).to_dicts()
+def reference_needs(rows: list[dict[str, Any]], f: ViewFilter) -> list[dict[str, Any]]:
+    """One row per open RTT need under `f`, with `also_at`: the union-find reference's groups
+    (not the production rule), the kept pathway standing for its group; a provider filter
+    matches a need held there under either pathway, every other filter the kept pathway."""
+    members = reference_duplicates(rows)
     by_id = {r["id"]: r for r in rows}
-    group_of = {m["id"]: m["duplicate_group"] for m in members}
-    dropped = {m["id"] for m in members if not m["keep"]}
-    queue = []
+    dropped = {i for i, (_group, keep, _reason) in members.items() if not keep}
+    needs = []
     for row in rows:
         if not is_open_rtt(row) or row["id"] in dropped:
             continue
-        group = group_of.get(row["id"])
-        also_at = sorted({by_id[m]["provider_code"] for m, g in group_of.items()
-                          if g == group and m in by_id and is_open_rtt(by_id[m])} - {row["provider_code"]}) \
-            if group is not None else []
+        group = members[row["id"]][0] if row["id"] in members else None
+        also_at = sorted({by_id[m]["provider_code"] for m, (g, _k, _r) in members.items() if g == group}
+                         - {row["provider_code"]}) if group is not None else []
         if not matches(row, f, provider=False):
             continue
         if f.provider_code is not None and row["provider_code"] != f.provider_code and f.provider_code not in also_at:
             continue
+        needs.append({**row, "also_at": also_at})
+    return needs
+
+
+def reference_queue(current: pl.DataFrame, f: ViewFilter) -> list[dict[str, Any]]:
+    queue = []
+    for row in reference_needs(current.to_dicts(), f):
         days = row["days_waited"]
         queue.append({
-            **row, "also_at": also_at, "weeks_waited": row["week_band"],
+            **row, "weeks_waited": row["week_band"],
             "deferred": row["clinical_priority"] in ("P5", "P6"),
             "breach_18": None if days is None else days > 126,
             "breach_52": None if days is None else days >= 365,

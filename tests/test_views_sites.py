@@ -15,7 +15,7 @@ from ptl.views.filters import ViewFilter
 from ptl.views.queue import shared_queue
 from ptl.views.sites import SITE_STATS_COLUMNS, site_stats
 from ptl.views.waits import interpolated_weeks
-from tests.test_views_queue import filters_strategy, is_open_rtt, matches
+from tests.test_views_queue import filters_strategy, is_open_rtt, matches, reference_needs
 from tests.test_views_strategies import GeneratedPtl, examples, ptls
 
 
@@ -79,7 +79,9 @@ def reference_flows(history: list[dict[str, Any]], f: ViewFilter,
 
 
 def reference_site_stats(ptl: GeneratedPtl, f: ViewFilter, by: tuple[str, ...]) -> list[dict[str, Any]]:
-    current = [r for r in ptl.current.to_dicts() if is_open_rtt(r) and matches(r, f)]
+    # One row per need, exactly the shared queue's rows (a need on two lists counts once, at its
+    # kept pathway's provider and site).
+    current = reference_needs(ptl.current.to_dicts(), f)
     history = ptl.history.to_dicts()
     fine = ("provider_code", *[k for k in by if k != "provider_code"])
     rate_a, rate_r, weeks = reference_flows(history, f, lambda r: tuple(r[k] for k in fine))
@@ -132,6 +134,23 @@ def test_site_stats_match_reference(ptl: GeneratedPtl, f: ViewFilter, by: tuple[
     produced = site_stats(ptl.snapshot(), f, by)
     assert produced.columns == [*by, *SITE_STATS_COLUMNS]
     assert_rows_equal(produced.to_dicts(), reference_site_stats(ptl, f, by))
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(ptls(), filters_strategy)
+def test_each_need_counts_once_and_the_system_row_is_the_queue(ptl: GeneratedPtl, f: ViewFilter) -> None:
+    snapshot = ptl.snapshot()
+    queue = shared_queue(ptl.current, f)
+    system = site_stats(snapshot, f, ())
+    by_provider = site_stats(snapshot, f, ("provider_code",))
+    by_site = site_stats(snapshot, f, ("provider_code", "site_code"))
+    total = int(system["open_pathways"].sum()) if system.height else 0
+    assert total == queue.height
+    # Every row counts each need once, so the rows add up to the system row.
+    assert int(by_provider["open_pathways"].sum() or 0) == total
+    assert int(by_site["open_pathways"].sum() or 0) == total
+    for measure in ("over_52", "over_104", "within_18", "capacity_queue"):
+        assert int(by_site[measure].sum() or 0) == int(system[measure].sum() or 0)
 
 
 def bands_frame(bands: list[int]) -> pl.DataFrame:

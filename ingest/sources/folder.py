@@ -176,7 +176,8 @@ def ingest_dropped_file(engine: Engine, source: FolderSource, path: Path, settin
         "seconds": round(time.perf_counter() - started, 3)})
     return FileOutcome(name=path.name, status=result.status, message=result.message,
                        feed_id=result.feed_id, moved_to=str(target),
-                       rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected)
+                       rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected,
+                       linking=result.linking.status if result.linking is not None else None)
 
 
 def _free_name(directory: Path, name: str) -> Path:
@@ -213,6 +214,8 @@ def sidecar_text(result: IngestResult, source_name: str, sha256: str) -> str:
     if result.status != "duplicate":
         lines.append(f"  rows read {result.rows_read:,}, loaded {result.rows_loaded:,}, "
                      f"rejected {result.rows_rejected:,}, with warnings {result.rows_warned:,}")
+    if result.linking is not None:
+        lines.append(f"  identity linking: {result.linking.message}")
     top = result.top_reasons()
     if top:
         lines.append("  commonest rejections:")

@@ -1,4 +1,8 @@
-"""Post-load hooks: work that runs after new feeds are loaded (identity linking; others may be registered).
+"""Post-load hooks: work that runs after new feeds are loaded (none by default; any may be registered).
+
+Identity linking is not a hook: every load links its own identities as the last step of its
+job (`ingest.pipeline.link_identities`), so no view sees a loaded feed unlinked for longer
+than the load itself, and housekeeping retries a failed linking nightly.
 
 A hook is registered by name with a `"module:function"` target called as
 `function(engine, settings)`. Targets are imported when the hook runs, not when it is
@@ -33,12 +37,10 @@ class PostLoadHook:
     target: str  # "package.module:function", called as function(engine, settings)
 
 
-#: Identity linking (new source identities → persons). No cache refresh is needed here: the
-#: API's caches live in the API processes and key on the newest feed and linking run, so they
-#: rebuild on their next request after a load or a re-link.
-DEFAULT_HOOKS: tuple[PostLoadHook, ...] = (
-    PostLoadHook("identity linking", "ptl.identity:link"),
-)
+#: None: identity linking runs inside each load, and no cache refresh is needed here (the API's
+#: caches live in the API processes and key on the newest feed and linking run, so they rebuild
+#: on their next request after a load or a re-link).
+DEFAULT_HOOKS: tuple[PostLoadHook, ...] = ()
 
 _hooks: list[PostLoadHook] = list(DEFAULT_HOOKS)
 

@@ -8,6 +8,8 @@
 - MESH: downloads left in VAR_DIR/mesh/SOURCE/ by a crash more than a day ago (their messages
   were not acknowledged, so MESH has delivered or will deliver them again).
 - Heartbeats of scheduler processes silent for a day (killed without a clean shutdown).
+- Identity linking, once: every load links its own identities, so this changes nothing unless
+  a load's linking failed; then it is the retry that needs no new file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ingest.pipeline import link_identities
 from ingest.sources.config import FolderSource, MeshSource, SourcesConfig
 from ingest.sources.state import prune_heartbeats, utc_now
 from ptl.settings import Settings
@@ -36,6 +39,7 @@ class HousekeepingReport:
     extracts_deleted: int = 0
     downloads_deleted: int = 0
     heartbeats_pruned: int = 0
+    linking: str = "not run"  # linked | failed
 
 
 def _filed_at(path: Path) -> float:
@@ -95,7 +99,8 @@ def run_housekeeping(engine: Engine, config: SourcesConfig, settings: Settings) 
         report.heartbeats_pruned = prune_heartbeats(engine, utc_now() - dt.timedelta(days=1))
     except SQLAlchemyError as exc:
         log.warning("housekeeping could not reach the store", extra={"error": type(exc).__name__})
+    report.linking = link_identities(engine, settings).status
     log.info("housekeeping done", extra={
         "extracts_deleted": report.extracts_deleted, "downloads_deleted": report.downloads_deleted,
-        "heartbeats_pruned": report.heartbeats_pruned})
+        "heartbeats_pruned": report.heartbeats_pruned, "linking": report.linking})
     return report

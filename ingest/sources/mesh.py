@@ -200,4 +200,5 @@ def _take_message(engine: Engine, client: Any, source: MeshSource, message_id: s
         "seconds": round(time.perf_counter() - started, 3)})
     return FileOutcome(name=name, status=result.status, message=result.message, feed_id=result.feed_id,
                        message_id=message_id, rows_loaded=result.rows_loaded,
-                       rows_rejected=result.rows_rejected)
+                       rows_rejected=result.rows_rejected,
+                       linking=result.linking.status if result.linking is not None else None)

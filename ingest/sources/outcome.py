@@ -27,11 +27,14 @@ class FileOutcome:
     moved_to: str | None = None
     rows_loaded: int = 0
     rows_rejected: int = 0
+    #: identity linking after a load: linked | failed (None: nothing loaded)
+    linking: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "message": self.message,
                 "feed_id": self.feed_id, "message_id": self.message_id, "moved_to": self.moved_to,
-                "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected}
+                "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected,
+                "linking": self.linking}
 
 
 @dataclass

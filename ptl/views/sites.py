@@ -2,8 +2,11 @@
 whether the queue is growing -- with the queue arithmetic of NHS-R `NHSRwaitinglist`.
 
 Populations:
-- wait measures (`ptl.views.waits`): every open RTT pathway at the site; P5/P6 included, as in
-  NHS England's RTT statistics;
+- wait measures (`ptl.views.waits`): every open RTT *need* at the site; P5/P6 included, as in
+  NHS England's RTT statistics. A need on two providers' lists (a duplicate group,
+  `ptl.views.duplicates`) counts once, in the row of its kept pathway's provider and site (the
+  earliest clock start, the row the shared queue shows), so the rows add up to the system row
+  and the system row's open pathways equal the shared queue's length for every filter;
 - queue arithmetic (the "capacity queue"): open RTT pathways not deferred by the patient
   (P5/P6 excluded: they are not waiting for capacity). Additions and removals are counted on the
   same population, so a pathway moving P4 → P5 leaves the capacity queue as a removal.
@@ -59,6 +62,7 @@ from ptl import codes
 from ptl.declared_capacity import in_force
 from ptl.views.duplicates import open_rtt_expr
 from ptl.views.filters import FILTER_COLUMNS, NO_FILTER, ViewFilter
+from ptl.views.queue import open_needs, provider_rows
 from ptl.views.snapshot import Snapshot
 from ptl.views.waits import wait_measures
 
@@ -310,13 +314,25 @@ def queue_arithmetic(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _open_rows(current: pl.DataFrame) -> pl.DataFrame:
-    """The open RTT pathways, narrowed to what the measures and a filter read (once per
-    frame: every site statistic and equalisation filters these)."""
+    """The open RTT needs (one row per need: a duplicate group counts once, at its kept
+    pathway, as in the shared queue), narrowed to what the measures and a filter read (once
+    per frame: every site statistic and equalisation filters these)."""
     from ptl.views.snapshot import once_per_frame
 
-    return once_per_frame(current, "site_open_rows", lambda: current.select(
-        *FILTER_COLUMNS, "days_waited", "week_band", "is_rtt", "rtt_status",
-    ).filter(open_rtt_expr()))
+    return once_per_frame(current, "site_open_rows", lambda: open_needs(current).select(
+        *FILTER_COLUMNS, "days_waited", "week_band", "is_rtt", "rtt_status", "also_at",
+    ))
+
+
+def counted_needs(current: pl.DataFrame, filters: ViewFilter = NO_FILTER) -> pl.DataFrame:
+    """The needs a site statistic counts under `filters`: exactly the shared queue's rows
+    (`ptl.views.queue.shared_queue`), so the system row's open pathways equal the queue's
+    length for every filter. A provider filter takes the needs held at that provider under
+    either pathway; each need stays in the row of its kept pathway's provider and site."""
+    rows = filters.apply(_open_rows(current), provider=False)
+    if filters.provider_code is not None:
+        rows = rows.filter(provider_rows(filters.provider_code))
+    return rows
 
 
 def site_stats(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
@@ -330,8 +346,7 @@ def site_stats(snapshot: Snapshot, filters: ViewFilter = NO_FILTER,
     # The whole system is one group: a constant key keeps a single code path.
     group = keys or [_SYSTEM]
     # Only the columns the measures and the filter read go through the filter.
-    open_rows = filters.apply(_open_rows(snapshot.current)).with_columns(
-        pl.lit("system").alias(_SYSTEM))
+    open_rows = counted_needs(snapshot.current, filters).with_columns(pl.lit("system").alias(_SYSTEM))
     measures = wait_measures(open_rows, group)
     capacity_queue = (open_rows.filter(capacity_expr()).group_by(group)
                       .agg(pl.len().cast(pl.Int64).alias("capacity_queue")))
@@ -372,7 +387,7 @@ def _row_sites(current: pl.DataFrame, filters: ViewFilter) -> pl.DataFrame:
     from ptl.views.snapshot import once_per_frame
 
     return once_per_frame(current, f"declared_row_sites:{filters!r}", lambda: (
-        filters.apply(_open_rows(current)).select(*SITE_KEYS).unique()))
+        counted_needs(current, filters).select(*SITE_KEYS).unique()))
 
 
 def _sum_if_all_known(column: str) -> pl.Expr:
