@@ -100,6 +100,9 @@ class IngestAnswer(msgspec.Struct):
     message: str
     rejections: list[dict[str, Any]]
     warnings: list[dict[str, Any]]
+    #: identity linking after the load: status (linked | failed), message, report; null when
+    #: nothing was loaded
+    linking: dict[str, Any] | None = None
 
 
 @dataclass

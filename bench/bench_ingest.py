@@ -10,7 +10,10 @@ Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
   table's two unique indexes (all that a first load must write);
 - with `--refresh`, a weekly refresh into each store: the same rows with the census a week
   later, after the week before's file was loaded by another process (every patient known,
-  nothing changed);
+  nothing changed), loaded alone and loaded then linked (as every load path runs it), the
+  week before's file loaded and linked first;
+- with `--upload-rows N`, an HTTP upload of N rows through the API (file sent → linked answer)
+  into a store already holding another provider's linked load of the same people;
 - CPU time of the ingest process (with its SQLite writer) and, when the PostgreSQL server runs
   on this machine, of the backends serving the benchmark's database: on a shared or busy
   machine these say more than wall time.
@@ -18,6 +21,7 @@ Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
 Each measurement runs in its own child process so peak RSS is that step's alone.
 
     .venv/bin/python bench/bench_ingest.py [--rows 1000000] [--postgres-url URL] [--refresh]
+        [--upload-rows 50000]
 
 Record results in bench/RESULTS.md (machine, date, figures).
 """
@@ -137,8 +141,11 @@ def _writer_settled() -> None:
             thread.join()
 
 
-def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[str, float]:
-    """Ingest `path` (census `census`) into the store at `url`, migrated first."""
+def child_ingest(url: str, path: str, census: str = CENSUS.isoformat(), mode: str = "load",
+                 provider: str = "RXX") -> dict[str, float]:
+    """Ingest `path` (census `census`) into the store at `url`, migrated first: the load alone
+    (`mode` "load"), or the load and then identity linking, as every load path runs it
+    ("link")."""
     from ingest.pipeline import ingest_file
     from ptl.settings import Settings
     from ptl.store import migrate
@@ -151,8 +158,9 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
     database = engine.url.database or ""
     server_before = _server_cpu_seconds(database) if engine.dialect.name == "postgresql" else 0.0
     started, cpu_before = time.perf_counter(), _cpu_seconds()
-    result = ingest_file(engine, Path(path), provider_code="RXX", profile="canonical",
-                         census_date=dt.date.fromisoformat(census), settings=settings)
+    result = ingest_file(engine, Path(path), provider_code=provider, profile="canonical",
+                         census_date=dt.date.fromisoformat(census), settings=settings,
+                         link=mode == "link")
     seconds = time.perf_counter() - started
     _writer_settled()
     settled = time.perf_counter() - started
@@ -160,6 +168,11 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
     server_cpu = (_server_cpu_seconds(database) - server_before) if engine.dialect.name == "postgresql" else 0.0
     cpu = _cpu_seconds() - cpu_before
     assert result.status == "loaded", result.message
+    link_s = 0.0
+    if result.linking is not None:
+        assert result.linking.status == "linked", result.linking.message
+        assert result.linking.report is not None
+        link_s = float(result.linking.report["seconds"])
     from sqlalchemy import text
 
     with engine.connect() as connection:
@@ -168,7 +181,35 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat()) -> dict[
             {"id": result.feed_id}).one()
     return {"seconds": seconds, "rows": result.rows_loaded, "peak_mib": _peak_mib(writer.stop()),
             "read_s": timings[0], "validate_derive_s": timings[1], "load_s": timings[2],
-            "client_cpu_s": cpu, "server_cpu_s": server_cpu, "settled_s": settled}
+            "client_cpu_s": cpu, "server_cpu_s": server_cpu, "settled_s": settled, "link_s": link_s}
+
+
+def child_upload(url: str, path: str, census: str) -> dict[str, float]:
+    """POST `path` as provider RYY's extract to the real API (in this process, Litestar's test
+    client over the ASGI app) into the store at `url`, which already holds RXX's linked load of
+    the same people: the time from sending the file to the answer, which comes after linking."""
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from ptl.settings import Settings
+    from ptl.store.access import create_key
+    from ptl.store.engine import make_engine
+
+    engine = make_engine(url)
+    settings = Settings(database_url=url, rate_limit_per_minute=100_000, pseudonym_key="bench")
+    key = create_key(engine, "RYY", "provider", "bench upload")[1]
+    content = Path(path).read_bytes()
+    with TestClient(app=create_app(settings, engine)) as client:
+        started = time.perf_counter()
+        answer = client.post("/api/v1/feeds", headers={"Authorization": f"Bearer {key}"},
+                             files={"file": ("extract.csv", content, "text/csv")},
+                             data={"profile": "canonical", "census_date": census})
+        seconds = time.perf_counter() - started
+    assert answer.status_code == 201, answer.text[:500]
+    body = answer.json()
+    assert body["linking"]["status"] == "linked", body["linking"]
+    return {"seconds": seconds, "rows": body["rows_loaded"], "peak_mib": _peak_mib(),
+            "link_s": float(body["linking"]["report"]["seconds"])}
 
 
 def child_raw_copy(url: str, with_identities: str = "") -> dict[str, float]:
@@ -227,7 +268,11 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--refresh", action="store_true",
-                        help="also time a weekly refresh: the same rows a week later, every patient known")
+                        help="also time a weekly refresh: the same rows a week later, every patient known, "
+                             "loaded alone and loaded then linked")
+    parser.add_argument("--upload-rows", type=int, default=0,
+                        help="also time an HTTP upload of this many rows (e.g. 50000) from the file sent "
+                             "to the linked answer, into a store holding another provider's linked load")
     args = parser.parse_args()
 
     import sqlalchemy as sa
@@ -254,8 +299,12 @@ def main() -> None:
             results["ingest -> SQLite"] = run_child("ingest", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", str(path))
             if args.refresh:
                 refresh = f"sqlite:///{Path(tmp) / 'refresh.sqlite3'}"
-                run_child("ingest", refresh, str(week_before), week_before_census)
+                run_child("ingest", refresh, str(week_before), week_before_census, "link")
                 results["refresh -> SQLite"] = run_child("ingest", refresh, str(path))
+                refresh = f"sqlite:///{Path(tmp) / 'refresh_linked.sqlite3'}"
+                run_child("ingest", refresh, str(week_before), week_before_census, "link")
+                results["refresh+link -> SQLite"] = run_child(
+                    "ingest", refresh, str(path), CENSUS.isoformat(), "link")
         name = f"ptl_bench_{uuid.uuid4().hex[:8]}"
         admin = make_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -269,8 +318,31 @@ def main() -> None:
                 with admin.connect() as connection:
                     connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
                     connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-                run_child("ingest", url, str(week_before), week_before_census)
+                run_child("ingest", url, str(week_before), week_before_census, "link")
                 results["refresh -> PostgreSQL"] = run_child("ingest", url, str(path))
+                with admin.connect() as connection:
+                    connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                    connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                run_child("ingest", url, str(week_before), week_before_census, "link")
+                results["refresh+link -> PostgreSQL"] = run_child(
+                    "ingest", url, str(path), CENSUS.isoformat(), "link")
+            if args.upload_rows:
+                small = Path(tmp) / "upload.csv"
+                write_canonical_extract(small, rows=args.upload_rows, census_date=CENSUS,
+                                        provider_code="RYY", seed=11)
+                first = Path(tmp) / "upload_other.csv"
+                write_canonical_extract(first, rows=args.upload_rows, census_date=CENSUS,
+                                        provider_code="RXX", seed=11)
+                for label, store in (("SQLite", f"sqlite:///{Path(tmp) / 'upload.sqlite3'}"), ("PostgreSQL", url)):
+                    if label == "SQLite" and args.skip_sqlite:
+                        continue
+                    if label == "PostgreSQL":
+                        with admin.connect() as connection:
+                            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    run_child("ingest", store, str(first), CENSUS.isoformat(), "link")
+                    results[f"upload {args.upload_rows // 1000}k -> {label}"] = run_child(
+                        "upload", store, str(small), CENSUS.isoformat())
         finally:
             with admin.connect() as connection:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -283,11 +355,18 @@ def main() -> None:
                       f"store {r['load_s']:.2f}s (overlaps validation); CPU: ingest {r['client_cpu_s']:.1f}s")
             if r["settled_s"] - r["seconds"] > 0.05:
                 detail += f" (writer's checkpoint done at {r['settled_s']:.2f}s)"
+        if r.get("link_s"):
+            detail += f"{'; ' if detail else ''}of which linking {r['link_s']:.2f}s"
         if r.get("server_cpu_s"):
             detail += f"{'; ' if detail else 'CPU: '}PostgreSQL server {r['server_cpu_s']:.1f}s"
         print(f"{step:<24}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}{r['peak_mib']:>10,.0f}  {detail}")
     pg, raw = results["ingest -> PostgreSQL"], results["raw COPY -> PostgreSQL"]
     print(f"PostgreSQL end to end / raw COPY: {pg['seconds'] / raw['seconds']:.2f}x (target <= 2.5x)")
+    for store in ("SQLite", "PostgreSQL"):
+        alone, linked = results.get(f"refresh -> {store}"), results.get(f"refresh+link -> {store}")
+        if alone and linked:
+            print(f"{store} weekly refresh, load + link / load alone: "
+                  f"{linked['seconds'] / alone['seconds']:.2f}x (target <= 1.5x)")
     both = results["  + identities"]
     print(f"PostgreSQL end to end / raw COPY of pathways and identities: {pg['seconds'] / both['seconds']:.2f}x "
           "(a first load also writes a source identity per new patient)")
@@ -298,7 +377,7 @@ if __name__ == "__main__":
         kind, rest = sys.argv[2], sys.argv[3:]
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         children: dict[str, Callable[..., dict[str, float]]] = {
-            "read": child_read, "ingest": child_ingest, "copy": child_raw_copy}
+            "read": child_read, "ingest": child_ingest, "copy": child_raw_copy, "upload": child_upload}
         outcome = children[kind](*rest)
         print(json.dumps(outcome))
     else:
