@@ -84,6 +84,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"3. reference data: {load_imd(engine, imd_file):,} LSOAs with IMD 2019 deciles, "
           f"{load_postcodes(engine, out / 'refdata' / 'postcodes.csv'):,} postcodes")
     print("4. ingesting (each provider's file in its own dialect and profile):")
+    loaded = 0
     for feed in system.feeds:
         # One job: every file is loaded, then linked once below (nothing reads in between).
         result = ingest_file(engine, feed.path, provider_code=feed.provider_code, profile=feed.profile,
@@ -91,6 +92,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"   {result.status:<9} feed {result.feed_id:>3}  {feed.provider_code}  {feed.census_date}  "
               f"{feed.file_format:<7} read {result.rows_read:>6,}  loaded {result.rows_loaded:>6,}  "
               f"rejected {result.rows_rejected:>4,}  warnings {result.rows_warned:>4,}")
+        loaded += result.status == "loaded"
+    if not loaded:
+        print("   nothing new: every extract was already loaded (the same files give the same feeds)")
     from ptl.identity import link
 
     report = link(engine, settings)
@@ -98,7 +102,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
           f"({report.linked_nhs_number:,} on NHS number, {report.linked_probabilistic:,} by "
           f"probabilistic match; {report.reviews_open} identity conflicts to review) in "
           f"{report.seconds:.1f}s")
-    _declare_demo_capacity(engine, system.providers)
+    if loaded:  # a second run declares nothing again
+        _declare_demo_capacity(engine, system.providers)
     if args.no_serve:
         print("\nLook at it:")
         print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
