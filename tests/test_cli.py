@@ -130,3 +130,33 @@ def test_an_unreachable_store_is_one_line_without_the_password(
     err = capsys.readouterr().err
     assert err.startswith(f"ptl feeds: cannot use the store postgresql+psycopg://ptl:***@127.0.0.1:{port}/ptl")
     assert "s3cret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ingest_links_as_part_of_the_load_so_a_person_at_two_providers_is_one_need(
+        cli_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No `ptl link` between or after the loads: the loads link their own identities."""
+    from ptl.views.queue import shared_queue
+    from ptl.views.sites import site_stats
+    from ptl.views.snapshot import invalidate_snapshot, load_snapshot
+
+    # The same two people (same NHS numbers) waiting for 110 at both providers, one more at RYY.
+    numbers = ("9434765919", "9434765870", "4010232137")
+    for provider, count in (("RXX", 2), ("RYY", 3)):
+        rows = [good_row(n, provider_code=provider, pathway_id=f"{provider}{n}", nhs_number=numbers[n - 1],
+                         local_patient_id=f"{provider}-{n}") for n in range(1, count + 1)]
+        path = write_csv(tmp_path / f"{provider}.csv", rows)
+        capsys.readouterr()
+        assert main(["ingest", str(path), "--provider", provider, "--profile", "canonical", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["linking"]["status"] == "linked", summary["linking"]
+        assert summary["linking"]["report"]["identities"] == 2 + (count if provider == "RYY" else 0)
+    engine = make_engine(cli_store)
+    invalidate_snapshot(engine)
+    snapshot = load_snapshot(engine)
+    assert shared_queue(snapshot.current).height == 3
+    assert site_stats(snapshot, by=())["open_pathways"].to_list() == [3]
+    engine.dispose()
+    # The text summary says what linking did.
+    path = write_csv(tmp_path / "RZZ.csv", [good_row(9, provider_code="RZZ", nhs_number=numbers[0])])
+    assert main(["ingest", str(path), "--provider", "RZZ", "--profile", "canonical"]) == 0
+    assert "identity linking: linked" in capsys.readouterr().out
