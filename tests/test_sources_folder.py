@@ -93,7 +93,17 @@ def test_drop_folders_end_to_end(store_engine: Engine, system: SynthSystem, tmp_
         assert filed.read_bytes() == feed.path.read_bytes()
         sidecar = json.loads(filed.with_name(filed.name + ".json").read_text())
         assert sidecar["status"] == "loaded" and sidecar["feed_id"] == loaded.id
-        assert f"LOADED: {feed.path.name}" in filed.with_name(filed.name + ".txt").read_text()
+        # Each file's load linked its identities: no `ptl link`, no hook (--no-hooks).
+        assert sidecar["linking"]["status"] == "linked", sidecar["linking"]
+        note = filed.with_name(filed.name + ".txt").read_text()
+        assert f"LOADED: {feed.path.name}" in note and "identity linking: linked" in note
+    with store_engine.connect() as connection:
+        from sqlalchemy import text
+
+        unlinked = connection.execute(text(
+            "SELECT COUNT(*) FROM source_identity s LEFT JOIN identity_link l "
+            "ON l.source_identity_id = s.id WHERE l.source_identity_id IS NULL")).scalar_one()
+    assert unlinked == 0
     # Refused: filed under failed/ with the reason beside it.
     refused = feeds[("NZB", f"notes_{week1}.csv")]
     assert refused.status == "refused"
