@@ -8,10 +8,11 @@ Prints, for one synthetic clean canonical CSV of N rows (default 1,000,000):
 - raw PostgreSQL `COPY` of the same already-normalised pathway rows (the issue's floor for the
   load), and of those rows plus the source identities the load wrote, into a twin with that
   table's two unique indexes (all that a first load must write);
-- with `--refresh`, a weekly refresh into each store: the same rows with the census a week
-  later, after the week before's file was loaded by another process (every patient known,
-  nothing changed), loaded alone and loaded then linked (as every load path runs it), the
-  week before's file loaded and linked first;
+- with `--refresh`, a weekly refresh into each store: the file with the census a week later,
+  after the week before's file (the same rows with every pathway date a week earlier, less
+  `--new-share` of the patients, 3% by default, who are new this week) was loaded and linked by
+  another process; the refresh loaded alone, and loaded then linked (as every load path runs
+  it);
 - with `--upload-rows N`, an HTTP upload of N rows through the API (file sent → linked answer)
   into a store already holding another provider's linked load of the same people;
 - CPU time of the ingest process (with its SQLite writer) and, when the PostgreSQL server runs
@@ -171,8 +172,7 @@ def child_ingest(url: str, path: str, census: str = CENSUS.isoformat(), mode: st
     link_s = 0.0
     if result.linking is not None:
         assert result.linking.status == "linked", result.linking.message
-        assert result.linking.report is not None
-        link_s = float(result.linking.report["seconds"])
+        link_s = float(result.linking.report["seconds"]) if result.linking.report else 0.0
     from sqlalchemy import text
 
     with engine.connect() as connection:
@@ -268,8 +268,10 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--refresh", action="store_true",
-                        help="also time a weekly refresh: the same rows a week later, every patient known, "
+                        help="also time a weekly refresh: the same rows a week later with a few new patients, "
                              "loaded alone and loaded then linked")
+    parser.add_argument("--new-share", type=float, default=0.03,
+                        help="share of the refresh's patients who were not in the week before (default 0.03)")
     parser.add_argument("--upload-rows", type=int, default=0,
                         help="also time an HTTP upload of this many rows (e.g. 50000) from the file sent "
                              "to the linked answer, into a store holding another provider's linked load")
@@ -291,8 +293,20 @@ def main() -> None:
         if args.refresh:
             import polars as pl
 
-            (pl.read_csv(path, infer_schema=False)
-             .with_columns(pl.lit(week_before_census).alias("census_date"))
+            from ptl.fields import FIELDS
+
+            # The week before: every pathway date a week earlier (so no row of it falls after
+            # its census), the same identities, less `--new-share` of the patients (who
+            # arrive this week: new identities for linking, as in a real week).
+            frame = pl.read_csv(path, infer_schema=False)
+            shifted = [f.name for f in FIELDS if f.kind == "date" and f.name in frame.columns
+                       and f.name not in ("date_of_birth", "census_date")]
+            patients = frame.get_column("local_patient_id").unique().sort()
+            new = patients.sample(fraction=args.new_share, seed=3) if args.new_share else patients.head(0)
+            (frame.filter(~pl.col("local_patient_id").is_in(new.implode()))
+             .with_columns(pl.lit(week_before_census).alias("census_date"),
+                           *[(pl.col(c).str.to_date("%Y-%m-%d", strict=False) - dt.timedelta(days=7))
+                             .dt.strftime("%Y-%m-%d").alias(c) for c in shifted])
              .write_csv(week_before))
         results: dict[str, dict[str, float]] = {"polars read_csv": run_child("read", str(path))}
         if not args.skip_sqlite:

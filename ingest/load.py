@@ -72,6 +72,9 @@ class LoadOutcome:
     feed_id: int
     duplicate: bool  # the same file was already loaded (feed_id is that feed)
     became_current: bool
+    #: source identities this load inserted or whose identifying values it changed: what
+    #: identity linking has to look at afresh (0: nothing, when every earlier link stands)
+    identities_written: int = 0
 
 
 def _issue_rows(issues: pl.DataFrame, feed_id: int) -> pl.DataFrame:
@@ -161,6 +164,7 @@ class FeedLoad:
         self.rows_stored = 0
         self.store_seconds = 0.0  # on the worker thread
         self.prepare_seconds = 0.0  # on the caller's thread
+        self.identities_written = 0  # new identities and known ones with changed values
         self._submit(self._connect, engine, writer_process)
 
     # -- caller's side -------------------------------------------------------------------
@@ -185,6 +189,7 @@ class FeedLoad:
             return
         started = time.perf_counter()
         identities, changed, rows = self._prepare(pathways)
+        self.identities_written += identities.height + changed.height
         self.prepare_seconds += time.perf_counter() - started
         while len(self._pending) > 1:
             self._pending.popleft().result()
@@ -402,7 +407,8 @@ class FeedLoad:
             except Exception:  # the load is committed; the lock goes with the connection anyway
                 log.warning("could not release the partition lock", extra={"feed_id": self.feed_id},
                             exc_info=True)
-        return LoadOutcome(feed_id=self.feed_id, duplicate=False, became_current=became_current)
+        return LoadOutcome(feed_id=self.feed_id, duplicate=False, became_current=became_current,
+                           identities_written=self.identities_written)
 
     def _rollback(self) -> None:
         try:

@@ -118,12 +118,22 @@ LINKING_FAILED_CONSEQUENCE = (
 )
 
 
-def link_identities(engine: Engine, settings: Settings) -> LinkingOutcome:
+def link_identities(engine: Engine, settings: Settings, *, written: int | None = None) -> LinkingOutcome:
     """Link new and changed source identities to persons (`ptl.identity.link`) and say what
-    happened. Never raises for a linking failure: the load it follows is already committed."""
-    from ptl.identity import ModelError, PairBudgetExceeded, link
+    happened. Never raises for a linking failure: the load it follows is already committed.
+
+    `written`: how many identities the load just inserted or changed. When it wrote none and
+    every identity already has a link (a weekly refresh with nobody new and nothing changed),
+    a run would change nothing, so none is made: reading and comparing every identity of a
+    large store costs more than the load itself. (Values changed by an earlier load whose
+    linking failed are picked up by the next run: the next load that writes an identity,
+    the nightly housekeeping or `ptl link`.)"""
+    from ptl.identity import ModelError, PairBudgetExceeded, has_unlinked_identities, link
 
     try:
+        if written == 0 and not has_unlinked_identities(engine):
+            return LinkingOutcome("linked", "nothing new to link: the load added or changed no "
+                                            "identity, and every record is linked")
         report = link(engine, settings)
     except Exception as exc:  # noqa: BLE001 - any failure is reported, never lost, never fatal
         # Linking errors of our own say what to do and carry no patient values; any other
@@ -302,7 +312,7 @@ def ingest_file(
     linking = None
     if link:
         say("linking identities")
-        linking = link_identities(engine, settings)
+        linking = link_identities(engine, settings, written=outcome.identities_written)
     return IngestResult(
         status="loaded", provider_code=provider_code, filename=name, message=record.message,
         feed_id=outcome.feed_id, census_date=record.census_date, rows_read=record.rows_read,

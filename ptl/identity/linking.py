@@ -127,6 +127,17 @@ def link(engine: Engine, settings: Settings, *, full: bool = False) -> LinkRepor
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def has_unlinked_identities(engine: Engine) -> bool:
+    """Whether any source identity has no link yet (one indexed probe per identity at most;
+    stops at the first): with none, and no identity written since the last run, a run would
+    change nothing."""
+    with engine.connect() as connection:
+        return connection.execute(text(
+            "SELECT 1 FROM source_identity s WHERE NOT EXISTS "
+            "(SELECT 1 FROM identity_link l WHERE l.source_identity_id = s.id) LIMIT 1"
+        )).first() is not None
+
+
 def _affected(features: pl.DataFrame, edges: pl.DataFrame) -> pl.Series:
     """Records whose person this run may change: pending ones, those in a scored pair, and
     every record of a person one of those belongs to or whose NHS number they carry. Every
