@@ -20,6 +20,7 @@ never over rows. The same seed always gives the same data (each stage draws from
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -155,6 +156,67 @@ NICKNAMES: Final[dict[str, str]] = {
     "Matthew": "Matt", "Abigail": "Abby", "Nicholas": "Nick", "Samantha": "Sam",
     "Benjamin": "Ben", "Alexandra": "Lexi",
 }
+#: Faker locales whose name lists give the population its long tail of rarer names (the lists
+#: above stay the commonest). Latin-script lists only, and only names Windows-1252 encodes,
+#: since the local CSV dialect writes that encoding.
+NAME_LOCALES: Final[tuple[str, ...]] = (
+    "en_GB", "en_US", "en_NZ", "en_IE", "en_IN", "en_PK", "yo_NG", "tw_GH", "de_DE", "es_ES", "it_IT",
+    "fr_FR", "pl_PL", "tr_TR", "ro_RO",
+)
+#: Names are drawn with Zipf-like frequencies 1/(rank + offset): with a few thousand names the
+#: commonest surname is about 1% of people and the commonest given name about 2% per sex, as
+#: in England and Wales, and different people sharing a full name and date of birth are rare.
+NAME_RANK_OFFSET: Final[float] = 10.0
+_NAME_PATTERN: Final[str] = r"^[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ' -]+$"
+
+
+@dataclass(frozen=True)
+class NamePools:
+    """Given names by sex and family names, commonest first, with their draw weights."""
+
+    male: tuple[str, ...]
+    female: tuple[str, ...]
+    family: tuple[str, ...]
+
+    @staticmethod
+    def weights(names: Sequence[str]) -> np.ndarray:
+        return 1.0 / (np.arange(len(names)) + NAME_RANK_OFFSET)
+
+
+def _ranked(head: Sequence[str], attribute: str) -> tuple[str, ...]:
+    """`head` first, then the Faker locales' names: frequency-weighted lists by weight, the
+    others in a fixed shuffled order (their own order is alphabetical); duplicates dropped."""
+    import importlib
+
+    weighted: dict[str, float] = {}
+    plain: list[str] = []
+    for locale in NAME_LOCALES:
+        try:
+            names = getattr(importlib.import_module(f"faker.providers.person.{locale}").Provider, attribute, ())
+        except ImportError:  # pragma: no cover - a Faker without this locale
+            continue
+        if isinstance(names, dict):
+            for name, weight in names.items():
+                weighted[name] = max(weighted.get(name, 0.0), float(weight))
+        else:
+            plain.extend(names)
+    rest = sorted(set(plain) - set(weighted))
+    order = [rest[i] for i in np.random.default_rng(0).permutation(len(rest))]
+    candidates = [*head, *sorted(weighted, key=lambda n: (-weighted[n], n)), *order]
+    frame = pl.DataFrame({"name": candidates}).with_columns(pl.col("name").str.strip_chars())
+    # Letters of Latin-1 only, which Windows-1252 encodes.
+    usable = frame.filter(pl.col("name").str.contains(_NAME_PATTERN))
+    return tuple(usable.unique("name", keep="first", maintain_order=True)["name"].to_list())
+
+
+@functools.cache
+def name_pools() -> NamePools:
+    """The synthetic population's names (Faker's lists behind the common ones above)."""
+    return NamePools(male=_ranked(MALE_NAMES, "first_names_male"),
+                     female=_ranked(FEMALE_NAMES, "first_names_female"),
+                     family=_ranked(FAMILY_NAMES, "last_names"))
+
+
 CORRUPTIONS: Final[tuple[str, ...]] = (
     "family_name_typo", "nickname", "dob_day_month_swapped", "postcode_changed", "postcode_missing",
 )
@@ -684,15 +746,15 @@ def _make_persons(rng: np.random.Generator, n: int, geo: _Geo, census: dt.date) 
 
     sex_idx = _choice(rng, n, (0.47, 0.52, 0.01))
     male = (sex_idx == 0) | ((sex_idx == 2) & (rng.random(n) < 0.5))
-    given_m = rng.integers(0, len(MALE_NAMES), n)
-    given_f = rng.integers(0, len(FEMALE_NAMES), n)
+    pools = name_pools()
+    given_m = _choice(rng, n, NamePools.weights(pools.male))
+    given_f = _choice(rng, n, NamePools.weights(pools.female))
     given = pl.select(
         pl.when(pl.Series(male))
-        .then(_pick("g", MALE_NAMES, given_m))
-        .otherwise(_pick("g", FEMALE_NAMES, given_f))
+        .then(_pick("g", pools.male, given_m))
+        .otherwise(_pick("g", pools.female, given_f))
     ).to_series()
-    fam_w = 1.0 / (np.arange(len(FAMILY_NAMES)) + 8.0)  # Zipf-like surname frequencies
-    family = _pick("family_name", FAMILY_NAMES, _choice(rng, n, fam_w))
+    family = _pick("family_name", pools.family, _choice(rng, n, NamePools.weights(pools.family)))
 
     # Elective waiting lists skew old; a few children (min age 3 so DOB < any clock start).
     child = rng.random(n) < 0.07

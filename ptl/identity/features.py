@@ -180,7 +180,9 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
 
     `identities` has `SOURCE_COLUMNS` (date_of_birth a Date). Adds nhs_key (deterministic
     number or null), nhs_number (comparable number, any status), normalised names, given_key
-    (nickname group), family_initial, date parts, postcode and sex (1/2, else null).
+    (nickname group), family_initial, name_pair and initials (both names in alphabetical
+    order, so a given and family name recorded the wrong way round still agree), date parts,
+    postcode and sex (1/2, else null).
     Columns missing from `identities`, or null throughout, give null features.
     """
     identities = conformed(identities)
@@ -202,6 +204,8 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
         given.replace(NICKNAME_KEYS).alias("given_key"),
         family.alias("family_name"),
         family.str.slice(0, 1).alias("family_initial"),
+        _unordered(given, family, "|").alias("name_pair"),
+        _unordered(given.str.slice(0, 1), family.str.slice(0, 1), "").alias("initials"),
         dob.alias("date_of_birth"),
         dob.dt.to_string("%Y-%m-%d").alias("dob_text"),
         dob.dt.year().cast(pl.Int32).alias("birth_year"),
@@ -210,6 +214,11 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
         pl.col("_postcode").alias("postcode"),
         pl.when(sex.is_in(["1", "2"])).then(sex).alias("sex"),
     )
+
+
+def _unordered(first: pl.Expr, second: pl.Expr, separator: str) -> pl.Expr:
+    """Two values joined in alphabetical order (null when either is null)."""
+    return pl.when(first <= second).then(first + separator + second).otherwise(second + separator + first)
 
 
 def values_digest(identities: pl.DataFrame) -> pl.DataFrame:

@@ -25,19 +25,35 @@ SHIPPED_MODEL: Final[Path] = Path(__file__).with_name("model.json")
 
 #: Candidate pairs: a pair is compared when it agrees on one of these. Together they survive
 #: any two of: a family-name typo, a nickname, day and month swapped, a changed or missing
-#: postcode (each rule survives the corruptions the others do not).
+#: postcode (each rule survives the corruptions the others do not); the last two also catch
+#: given and family name swapped, and a wrong date of birth where both names agree (FEBRL's
+#: corruptions: bench/bench_linkage_febrl.py).
 BLOCKING_KEYS: Final[tuple[tuple[str, ...], ...]] = (
     ("date_of_birth", "given_key"),
     ("date_of_birth", "family_initial"),
     ("family_name", "given_key", "birth_year"),
     ("postcode", "given_key"),
+    ("name_pair",),
+    ("date_of_birth", "initials"),
 )
 
 
+#: Keys whose agreement is too little to propose a pair on its own: two records agreeing only
+#: on their names are compared when both have a date of birth to weigh (a name alone never
+#: links two records; with a wrong date of birth the model decides).
+KEY_CONDITIONS: Final[dict[tuple[str, ...], str]] = {
+    ("name_pair",): "l.date_of_birth IS NOT NULL AND r.date_of_birth IS NOT NULL",
+}
+
+
 def blocking_rule(columns: tuple[str, ...], condition: str | None = None) -> str:
-    """Splink blocking rule SQL: equal on every column, plus an optional filter condition."""
+    """Splink blocking rule SQL: equal on every column, plus the key's own condition
+    (`KEY_CONDITIONS`) and an optional filter condition."""
     rule = " AND ".join(f"l.{c} = r.{c}" for c in columns)
-    return f"{rule} AND ({condition})" if condition else rule
+    for extra in (KEY_CONDITIONS.get(columns), condition):
+        if extra:
+            rule = f"{rule} AND ({extra})"
+    return rule
 
 
 BLOCKING_RULES: Final[tuple[str, ...]] = tuple(blocking_rule(k) for k in BLOCKING_KEYS)
@@ -58,8 +74,8 @@ class ModelError(Exception):
 
 #: Each comparison of the model (by output column) and the feature columns it reads.
 COMPARISON_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "given_name": ("given_name", "given_key"),
-    "family_name": ("family_name",),
+    "given_name": ("given_name", "given_key", "family_name", "name_pair", "initials"),
+    "family_name": ("family_name", "given_name", "name_pair", "initials"),
     "date_of_birth": ("date_of_birth", "birth_day", "birth_month", "birth_year", "dob_text"),
     "postcode": ("postcode",),
     "sex": ("sex",),
@@ -92,11 +108,16 @@ def model_settings(comparisons: Collection[str] | None = None) -> Any:
     import splink.comparison_library as cl
     from splink import SettingsCreator
 
+    def swapped() -> Any:  # given and family name recorded the wrong way round at one provider
+        return cll.CustomLevel("given_name_l = family_name_r AND family_name_l = given_name_r",
+                               label_for_charts="given and family name swapped")
+
     given = cl.CustomComparison(
         output_column_name="given_name",
         comparison_levels=[
             cll.NullLevel("given_name"),
             cll.ExactMatchLevel("given_name").configure(tf_adjustment_column="given_name"),
+            swapped(),
             cll.ExactMatchLevel("given_key").configure(label_for_charts="same name or nickname"),
             cll.JaroWinklerLevel("given_name", 0.9),
             cll.JaroWinklerLevel("given_name", 0.75),
@@ -108,6 +129,7 @@ def model_settings(comparisons: Collection[str] | None = None) -> Any:
         comparison_levels=[
             cll.NullLevel("family_name"),
             cll.ExactMatchLevel("family_name").configure(tf_adjustment_column="family_name"),
+            swapped(),
             cll.JaroWinklerLevel("family_name", 0.92),
             cll.JaroWinklerLevel("family_name", 0.8),
             cll.ElseLevel(),
@@ -199,17 +221,21 @@ def calibrated(model: dict[str, Any], identities: int) -> dict[str, Any]:
     return settings
 
 
-def smoothed(model: dict[str, Any]) -> dict[str, Any]:
-    """Floor every trained m probability at `M_FLOOR` (renormalised); a level never observed
-    in training (no m or u) becomes neutral."""
+def smoothed(model: dict[str, Any], u_pairs: float | None = None) -> dict[str, Any]:
+    """Floor every trained m probability at `M_FLOOR` (renormalised). A level no random pair
+    showed (no u) but matches did (given and family name swapped) gets u = 1/`u_pairs`, the
+    most its absence from that many random pairs allows; a level neither showed is neutral."""
     for comparison in model["comparisons"]:
         levels = [level for level in comparison["comparison_levels"] if not level.get("is_null_level")]
-        floored = [max(float(level.get("m_probability") or 0.0), M_FLOOR) for level in levels]
+        learnt = [float(level.get("m_probability") or 0.0) for level in levels]
+        floored = [max(m, M_FLOOR) for m in learnt]
         total = sum(floored)
-        for level, m in zip(levels, floored, strict=True):
+        for level, raw, m in zip(levels, learnt, floored, strict=True):
             level["m_probability"] = m / total
             if level.get("u_probability") is None:
-                level["u_probability"] = level["m_probability"]
+                seen = u_pairs is not None and raw > M_FLOOR
+                level["u_probability"] = min(level["m_probability"], 1 / u_pairs) if seen and u_pairs \
+                    else level["m_probability"]
     return model
 
 
@@ -281,14 +307,22 @@ def _training_sessions(features: pl.DataFrame, trainable: list[str]) -> list[tup
 
 
 def _expectation_maximisation(table: Any, model: dict[str, Any], sessions: list[tuple[str, set[str]]],
-                              max_pairs: float) -> dict[str, Any]:
+                              max_pairs: float, *, prior_from_sessions: bool) -> dict[str, Any]:
     """`model` after each session that estimates a comparison no earlier one did. Splink 5.0
     refuses an m probability EM drives below 1e-300 (a level almost no match shows, on sparse
     data) midway, with the linker half updated: such a session is discarded whole and a later
-    one estimates what it would have."""
+    one estimates what it would have.
+
+    `prior_from_sessions`: replace the prior by the one the sessions imply (each session's
+    share of matches among its pairs, scaled back by how many matches its blocking keeps;
+    Splink's own derivation, combined as Splink combines sessions). Used where no NHS numbers
+    give a deterministic estimate: exact name and date of birth find 94% of the synthetic
+    system's matches but 30% of FEBRL's, so any fixed assumption is wrong somewhere.
+    """
     from splink import Linker
 
     estimated: set[str] = set()
+    reciprocals: list[float] = []
     for rule, teaches in sessions:
         if not teaches - estimated:
             continue
@@ -296,6 +330,7 @@ def _expectation_maximisation(table: Any, model: dict[str, Any], sessions: list[
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(
                 rule, estimate_without_term_frequencies=True, max_pairs=max_pairs,
+                populate_probability_two_random_records_match_from_trained_values=prior_from_sessions,
             )
         except ValueError as exc:
             if "below the minimum allowed" not in str(exc):
@@ -303,8 +338,14 @@ def _expectation_maximisation(table: Any, model: dict[str, Any], sessions: list[
             log.warning("an expectation-maximisation session did not converge; discarded",
                         extra={"blocking_rule": rule})
             continue
-        model = linker.misc.save_model_to_json()
+        trained: dict[str, Any] = linker.misc.save_model_to_json()
+        if prior_from_sessions:
+            reciprocals.append(1 / float(trained["probability_two_random_records_match"]))
+            trained["probability_two_random_records_match"] = model["probability_two_random_records_match"]
+        model = trained
         estimated |= teaches
+    if reciprocals:
+        model["probability_two_random_records_match"] = len(reciprocals) / sum(reciprocals)
     return model
 
 
@@ -345,6 +386,7 @@ def train_model(features: pl.DataFrame, out: Path, *, max_pairs_for_u: float = 5
     if not set(trainable) & set(IDENTIFYING_COMPARISONS):
         raise ModelError("training needs names, dates of birth or postcodes, and no source identity in "
                          "the store carries any: keep the shipped model")
+    numbered = _candidate_pairs(features, ("nhs_key",), one_side_without_number=False) > 0
     prior_rule, prior_recall = _prior_rule(features, trainable, deterministic_recall)
     sessions = _training_sessions(features, trainable)
     connection = duckdb.connect()
@@ -356,9 +398,10 @@ def train_model(features: pl.DataFrame, out: Path, *, max_pairs_for_u: float = 5
         linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs_for_u, seed=1)
         # m is learnt on the pairs linking will score (at least one side without a
         # deterministic NHS number), whose error rates are higher than the population's.
-        trained = _expectation_maximisation(table, linker.misc.save_model_to_json(), sessions, em_max_pairs)
+        trained = _expectation_maximisation(table, linker.misc.save_model_to_json(), sessions, em_max_pairs,
+                                            prior_from_sessions=not numbered)
         model, carried = _with_shipped_parameters(trained)
-        model = smoothed(model)
+        model = smoothed(model, u_pairs=max_pairs_for_u)
     finally:
         connection.close()
     model[METADATA_KEY] = {
