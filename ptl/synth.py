@@ -3,8 +3,9 @@
 This module owns the synthetic system used by `ptl demo`, the test suite and the benchmarks:
 
 * a fictional ICB of NHS trusts and independent-sector (IS) providers, each writing its weekly
-  PTL extract in a different *dialect* (WLMDS CSV, a local Windows-1252 CSV, XLSX, Parquet) with
-  the matching ingest profile;
+  PTL extract in a different *dialect* (WLMDS CSV, a local Windows-1252 CSV, XLSX, Parquet, and
+  a sparse IS CSV with only the required fields and the NHS number) with the matching ingest
+  profile;
 * reference data for it (IMD 2019 in the GOV.UK layout unless a real file is given, an NSPL-like
   postcode directory, treatment sites);
 * a ground truth of everything planted (true persons behind every local identity, every rejected
@@ -19,6 +20,7 @@ never over rows. The same seed always gives the same data (each stage draws from
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -154,6 +156,67 @@ NICKNAMES: Final[dict[str, str]] = {
     "Matthew": "Matt", "Abigail": "Abby", "Nicholas": "Nick", "Samantha": "Sam",
     "Benjamin": "Ben", "Alexandra": "Lexi",
 }
+#: Faker locales whose name lists give the population its long tail of rarer names (the lists
+#: above stay the commonest). Latin-script lists only, and only names Windows-1252 encodes,
+#: since the local CSV dialect writes that encoding.
+NAME_LOCALES: Final[tuple[str, ...]] = (
+    "en_GB", "en_US", "en_NZ", "en_IE", "en_IN", "en_PK", "yo_NG", "tw_GH", "de_DE", "es_ES", "it_IT",
+    "fr_FR", "pl_PL", "tr_TR", "ro_RO",
+)
+#: Names are drawn with Zipf-like frequencies 1/(rank + offset): with a few thousand names the
+#: commonest surname is about 1% of people and the commonest given name about 2% per sex, as
+#: in England and Wales, and different people sharing a full name and date of birth are rare.
+NAME_RANK_OFFSET: Final[float] = 10.0
+_NAME_PATTERN: Final[str] = r"^[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ' -]+$"
+
+
+@dataclass(frozen=True)
+class NamePools:
+    """Given names by sex and family names, commonest first, with their draw weights."""
+
+    male: tuple[str, ...]
+    female: tuple[str, ...]
+    family: tuple[str, ...]
+
+    @staticmethod
+    def weights(names: Sequence[str]) -> np.ndarray:
+        return 1.0 / (np.arange(len(names)) + NAME_RANK_OFFSET)
+
+
+def _ranked(head: Sequence[str], attribute: str) -> tuple[str, ...]:
+    """`head` first, then the Faker locales' names: frequency-weighted lists by weight, the
+    others in a fixed shuffled order (their own order is alphabetical); duplicates dropped."""
+    import importlib
+
+    weighted: dict[str, float] = {}
+    plain: list[str] = []
+    for locale in NAME_LOCALES:
+        try:
+            names = getattr(importlib.import_module(f"faker.providers.person.{locale}").Provider, attribute, ())
+        except ImportError:  # pragma: no cover - a Faker without this locale
+            continue
+        if isinstance(names, dict):
+            for name, weight in names.items():
+                weighted[name] = max(weighted.get(name, 0.0), float(weight))
+        else:
+            plain.extend(names)
+    rest = sorted(set(plain) - set(weighted))
+    order = [rest[i] for i in np.random.default_rng(0).permutation(len(rest))]
+    candidates = [*head, *sorted(weighted, key=lambda n: (-weighted[n], n)), *order]
+    frame = pl.DataFrame({"name": candidates}).with_columns(pl.col("name").str.strip_chars())
+    # Letters of Latin-1 only, which Windows-1252 encodes.
+    usable = frame.filter(pl.col("name").str.contains(_NAME_PATTERN))
+    return tuple(usable.unique("name", keep="first", maintain_order=True)["name"].to_list())
+
+
+@functools.cache
+def name_pools() -> NamePools:
+    """The synthetic population's names (Faker's lists behind the common ones above)."""
+    return NamePools(male=_ranked(MALE_NAMES, "first_names_male"),
+                     female=_ranked(FEMALE_NAMES, "first_names_female"),
+                     family=_ranked(FAMILY_NAMES, "last_names"))
+
+
 CORRUPTIONS: Final[tuple[str, ...]] = (
     "family_name_typo", "nickname", "dob_day_month_swapped", "postcode_changed", "postcode_missing",
 )
@@ -328,7 +391,24 @@ DIALECTS: Final[tuple[Dialect, ...]] = (
         numeric_cells=True,
     ),
     Dialect("parquet", "parquet", _CANONICAL_COLUMNS, builtin_profile="canonical"),
+    # An independent-sector extract with what WLMDS requires and the NHS number only: no
+    # names, date of birth, postcode, sex, ethnicity, site or clinical detail.
+    Dialect(
+        "sparse",
+        "csv",
+        {
+            "local_patient_id": "Patient ID",
+            "nhs_number": "NHS Number",
+            "pathway_id": "Pathway ID",
+            "treatment_function_code": "Treatment Function",
+            "rtt_start_date": "Clock Start Date",
+            "waiting_list_type": "Waiting List",
+        },
+        date_format="%d/%m/%Y",
+    ),
 )
+#: The dialect only independent-sector providers write (a trust that would get it writes WLMDS).
+SPARSE_DIALECT: Final[str] = "sparse"
 _DIALECT_BY_NAME: Final[dict[str, Dialect]] = {d.name: d for d in DIALECTS}
 _EXT: Final[dict[str, str]] = {"csv": "csv", "xlsx": "xlsx", "parquet": "parquet"}
 
@@ -598,6 +678,12 @@ def _write_refdata(out_dir: Path, geo: _Geo, providers: list[dict[str, Any]]) ->
         imd.write_csv(ref / "imd2019_lsoa11.csv", include_bom=True)
 
 
+def _dialect_name(i: int, kind: str) -> str:
+    """Providers cycle through the dialects in order; the sparse one is for IS providers."""
+    name = DIALECTS[i % len(DIALECTS)].name
+    return "wlmds" if name == SPARSE_DIALECT and kind == "trust" else name
+
+
 def _ods_code(prefix: str, i: int) -> str:
     return f"{prefix}{'ZYXWVUTSRQ'[i // 26 % 10]}{chr(ord('A') + i % 26)}"
 
@@ -635,7 +721,7 @@ def _make_providers(rng: np.random.Generator, trusts: int, independents: int, ge
                 "provider_code": code,
                 "name": name,
                 "kind": kind,
-                "dialect": DIALECTS[i % len(DIALECTS)].name,
+                "dialect": _dialect_name(i, kind),
                 "sites": sites,
             }
         )
@@ -660,15 +746,15 @@ def _make_persons(rng: np.random.Generator, n: int, geo: _Geo, census: dt.date) 
 
     sex_idx = _choice(rng, n, (0.47, 0.52, 0.01))
     male = (sex_idx == 0) | ((sex_idx == 2) & (rng.random(n) < 0.5))
-    given_m = rng.integers(0, len(MALE_NAMES), n)
-    given_f = rng.integers(0, len(FEMALE_NAMES), n)
+    pools = name_pools()
+    given_m = _choice(rng, n, NamePools.weights(pools.male))
+    given_f = _choice(rng, n, NamePools.weights(pools.female))
     given = pl.select(
         pl.when(pl.Series(male))
-        .then(_pick("g", MALE_NAMES, given_m))
-        .otherwise(_pick("g", FEMALE_NAMES, given_f))
+        .then(_pick("g", pools.male, given_m))
+        .otherwise(_pick("g", pools.female, given_f))
     ).to_series()
-    fam_w = 1.0 / (np.arange(len(FAMILY_NAMES)) + 8.0)  # Zipf-like surname frequencies
-    family = _pick("family_name", FAMILY_NAMES, _choice(rng, n, fam_w))
+    family = _pick("family_name", pools.family, _choice(rng, n, NamePools.weights(pools.family)))
 
     # Elective waiting lists skew old; a few children (min age 3 so DOB < any clock start).
     child = rng.random(n) < 0.07
@@ -1144,8 +1230,9 @@ class _Plant:
 
 
 def _plan_defects(rng: np.random.Generator, frame: pl.DataFrame, census: dt.date,
-                  typed_dates: bool) -> list[_Plant]:
-    """Choose victim rows (disjoint, one problem each) for every defect kind."""
+                  typed_dates: bool, sent: frozenset[str]) -> list[_Plant]:
+    """Choose victim rows (disjoint, one problem each) for every defect kind, in the columns
+    the file has (`sent`): a dialect without dates of birth cannot carry a bad one."""
     rows = frame.height
     if rows < 60:
         return []
@@ -1172,6 +1259,9 @@ def _plan_defects(rng: np.random.Generator, frame: pl.DataFrame, census: dt.date
 
     def add(kind: str, outcome: str, col_vals: list[tuple[str, Any]], mask: np.ndarray | None = None
             ) -> None:
+        col_vals = [(col, val) for col, val in col_vals if col in sent]
+        if not col_vals:
+            return
         chosen = take(len(col_vals), mask)
         by_col: dict[str, tuple[list[int], list[Any]]] = {}
         for r, (col, val) in zip(chosen.tolist(), col_vals, strict=False):
@@ -1282,12 +1372,19 @@ def _render(frame: pl.DataFrame, dialect: Dialect, plants: list[_Plant], census:
     return out.rename({c: dialect.columns[c] for c in cols})
 
 
-def _write_frame(df: pl.DataFrame, path: Path, dialect: Dialect) -> None:
+def _write_frame(df: pl.DataFrame, path: Path, dialect: Dialect, census: dt.date) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if dialect.file_format == "parquet":
         df.write_parquet(path)
     elif dialect.file_format == "xlsx":
-        df.write_excel(path, worksheet="PTL", autofit=False)
+        from xlsxwriter import Workbook
+
+        # xlsxwriter stamps the time of writing into the file; the census date instead makes
+        # the same seed give the same bytes (and `ptl demo` run twice loads nothing new).
+        workbook = Workbook(str(path))
+        workbook.set_properties({"created": dt.datetime.combine(census, dt.time())})
+        df.write_excel(workbook, worksheet="PTL", autofit=False)
+        workbook.close()
     elif dialect.encoding == "utf-8":
         df.write_csv(path, separator=dialect.delimiter, include_bom=dialect.bom)
     else:
@@ -1380,9 +1477,9 @@ def generate_system(
             frame = week.filter(pl.col("_prov") == pi)
             rel = Path("feeds") / code / f"{code}_{census_w.isoformat()}.{_EXT[d.file_format]}"
             rng = np.random.default_rng([seed, 100, w, pi])
-            plants = (_plan_defects(rng, frame, census_w, d.file_format == "parquet")
-                      if bad_rows else [])
-            _write_frame(_render(frame, d, plants, census_w), out_dir / rel, d)
+            plants = (_plan_defects(rng, frame, census_w, d.file_format == "parquet",
+                                    frozenset(d.columns)) if bad_rows else [])
+            _write_frame(_render(frame, d, plants, census_w), out_dir / rel, d, census_w)
             offset = 1 if d.file_format == "parquet" else 2
             rejected_rows: set[int] = set()
             for plant in plants:
@@ -1556,7 +1653,7 @@ def write_canonical_extract(
     ).select(FIELD_NAMES)
     dialect = Dialect("canonical", file_format, _CANONICAL_COLUMNS, builtin_profile="canonical",
                       numeric_cells=file_format == "xlsx")
-    _write_frame(_render(frame, dialect, [], census_date), path, dialect)
+    _write_frame(_render(frame, dialect, [], census_date), path, dialect, census_date)
     return path.resolve()
 
 

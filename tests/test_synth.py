@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tomllib
+import zipfile
 from pathlib import Path
 
 import nhs_number
@@ -68,6 +69,8 @@ def read_feed(feed: SynthFeed) -> tuple[pl.DataFrame, int, str]:
         df = df.with_columns(pl.col(field).replace(mapping))
     for field, value in profile.get("defaults", {}).items():
         df = df.with_columns(pl.lit(value).alias(field))
+    # A field the dialect does not send reads as empty in every row.
+    df = df.with_columns(pl.lit(None, dtype=pl.String).alias(f.name) for f in FIELDS if f.name not in df.columns)
     return df, 2, profile.get("date_format", "%Y-%m-%d")
 
 
@@ -138,7 +141,7 @@ def truth_rows(system: SynthSystem, name: str, feed: SynthFeed) -> set[tuple[int
 
 def test_layout_and_dialects(system: SynthSystem) -> None:
     assert [p["dialect"] for p in system.providers] == [
-        "wlmds", "local-csv", "xlsx", "parquet", "wlmds"]
+        "wlmds", "local-csv", "xlsx", "parquet", "sparse"]
     assert [p["provider_code"] for p in system.providers] == ["RZA", "RZB", "RZC", "NZA", "NZB"]
     assert [p["kind"] for p in system.providers] == ["trust"] * 3 + ["independent"] * 2
     for p in system.providers:
@@ -163,6 +166,14 @@ def test_layout_and_dialects(system: SynthSystem) -> None:
     assert pq.schema["rtt_start_date"] == pl.Date and pq.schema["bmi"] == pl.Float64
     assert pq.schema["asa_grade"].is_integer() and pq.schema["learning_disability"] == pl.Boolean
     assert pq.schema["treatment_function_code"] == pl.String
+    # The sparse IS extract: what WLMDS requires and the NHS number, nothing else.
+    sparse_profile = tomllib.loads(Path(by_code["NZB"].profile).read_text(encoding="utf-8"))
+    assert set(sparse_profile["columns"]) == {
+        "local_patient_id", "nhs_number", "pathway_id", "treatment_function_code", "rtt_start_date",
+        "waiting_list_type"}
+    assert sparse_profile["defaults"]["provider_code"] == "NZB"
+    header = by_code["NZB"].path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert sorted(header) == sorted(sparse_profile["columns"].values())
     for f in system.feeds:
         assert f.path.is_absolute() and f.path.exists()
         assert f.path.name == f"{f.provider_code}_{f.census_date.isoformat()}.{f.file_format}"
@@ -192,13 +203,15 @@ def test_truth_matches_an_independent_validator(system: SynthSystem) -> None:
         # Bad rows are a small share, every kind is planted, nothing else is wrong.
         assert feed.expected_rejected / feed.rows < 0.03
         kinds = {k for _, _, k in rej}
-        expected = {"missing_value", "date_after_census", "clock_start_after_census", "bad_code",
-                    "clock_stop_on_open_pathway", "duplicate_pathway_key"}
-        if feed.file_format != "parquet":
+        sparse = feed.provider_code == "NZB"
+        expected = {"missing_value", "clock_start_after_census", "bad_code", "duplicate_pathway_key"}
+        if not sparse:  # the sparse dialect sends no other dates, no RTT status, no ethnicity or sex
+            expected |= {"date_after_census", "clock_stop_on_open_pathway"}
+        if feed.file_format != "parquet" and not sparse:
             expected.add("bad_date")
-        assert kinds == expected
-        assert {k for _, _, k in warn} == {"invalid_nhs_number", "bad_code_blanked",
-                                          "unknown_clock_start"}
+        assert kinds == expected, feed.provider_code
+        assert {k for _, _, k in warn} == {"invalid_nhs_number", "unknown_clock_start"} | (
+            set() if sparse else {"bad_code_blanked"}), feed.provider_code
         # Waiting-list spellings that only need normalising are present.
         assert df["waiting_list_type"].is_in(["PTL0", "PLTI", "ptli"]).sum() > 0
         # Every non-empty postcode is in the postcode directory.
@@ -309,13 +322,13 @@ def test_determinism(tmp_path: Path) -> None:
     b = generate_system(tmp_path / "b", patients=1500, census_date=CENSUS, seed=5)
     c = generate_system(tmp_path / "c", patients=1500, census_date=CENSUS, seed=6)
     for fa, fb, fc in zip(a.feeds, b.feeds, c.feeds, strict=True):
-        if fa.file_format == "csv":
-            assert fa.path.read_bytes() == fb.path.read_bytes()
-            assert fa.path.read_bytes() != fc.path.read_bytes()
-        elif fa.file_format == "parquet":
-            assert pl.read_parquet(fa.path).equals(pl.read_parquet(fb.path))
-        else:
-            assert pl.read_excel(fa.path).equals(pl.read_excel(fb.path))
+        # Byte for byte, XLSX included: the same file is the same feed (same sha256) to ingest.
+        assert fa.path.read_bytes() == fb.path.read_bytes(), fa.path.name
+        assert fa.path.read_bytes() != fc.path.read_bytes(), fa.path.name
+        if fa.file_format == "xlsx":
+            with zipfile.ZipFile(fa.path) as book:
+                core = book.read("docProps/core.xml").decode()
+            assert f"{CENSUS.isoformat()}T00:00:00Z" in core  # not the time of writing
     for name in ("identities.csv", "rejections.csv", "warnings.csv", "duplicate_pathways.csv"):
         assert (a.truth_dir / name).read_bytes() == (b.truth_dir / name).read_bytes()
     # The clean data does not depend on whether defects are planted.
@@ -407,5 +420,4 @@ def test_canonical_extract_is_all_valid(tmp_path: Path, file_format: str) -> Non
     assert df["sex"].is_in(list(codes.SEX_CODES)).all()
     again = write_canonical_extract(tmp_path / f"y.{file_format}", rows=3000, census_date=CENSUS,
                                     provider_code="RXX", seed=3, file_format=file_format)
-    if file_format != "xlsx":
-        assert path.read_bytes() == again.read_bytes()
+    assert path.read_bytes() == again.read_bytes()

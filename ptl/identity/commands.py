@@ -88,6 +88,8 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
           f"about {report.pairs_estimated:,} candidate pairs compared")
     print(f"  by NHS number {report.linked_nhs_number:,}  probabilistic {report.linked_probabilistic:,}  "
           f"alone {report.singletons:,}  (threshold {report.match_threshold})")
+    if report.probabilistic_skipped:
+        print(f"  {report.probabilistic_skipped}")
     print(f"  persons created {report.persons_created:,}  merged {report.persons_merged:,}  "
           f"split {report.persons_split:,}")
     print(f"  review list: {report.reviews_opened:,} new, {report.reviews_cleared:,} cleared, "
@@ -99,17 +101,16 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from ptl.cli import CommandError
     from ptl.commands.store import open_store
     from ptl.identity import ModelError, train_model
-    from ptl.identity.features import SOURCE_COLUMNS, linkage_features
+    from ptl.identity.features import SOURCE_COLUMNS, SOURCE_SCHEMA, linkage_features
     from ptl.identity.model import model_path
     from ptl.store.bulk import read_frame
 
     out = args.out or model_path(settings.link_model_path)
     engine = open_store(settings)
-    import polars as pl
 
     with engine.connect() as connection:
         identities = read_frame(connection, "SELECT " + ", ".join(SOURCE_COLUMNS) + " FROM source_identity",
-                                schema={"id": pl.Int64, "date_of_birth": pl.Date})
+                                schema=SOURCE_SCHEMA)
     try:
         train_model(linkage_features(identities), out)
     except ModelError as exc:

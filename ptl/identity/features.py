@@ -8,6 +8,7 @@ and the digest that tells a later run a record's values changed. Pure functions 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import duckdb
@@ -81,11 +82,15 @@ NICKNAME_KEYS: Final[dict[str, str]] = _nickname_map()
 
 _POSTCODE: Final[str] = r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$"
 
-#: Columns a frame of source identities must have (as read from `source_identity`).
-SOURCE_COLUMNS: Final[tuple[str, ...]] = (
-    "id", "provider_code", "local_patient_id", "nhs_number", "nhs_number_status",
-    "family_name", "given_name", "date_of_birth", "sex", "postcode",
-)
+#: The source identity columns linking reads, with their types (as in `source_identity`).
+#: Every frame features are built from is conformed to this schema first: a provider may send
+#: none of the demographic fields, or send them empty, and linking must not care.
+SOURCE_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "id": pl.Int64(), "provider_code": pl.String(), "local_patient_id": pl.String(),
+    "nhs_number": pl.String(), "nhs_number_status": pl.String(), "family_name": pl.String(),
+    "given_name": pl.String(), "date_of_birth": pl.Date(), "sex": pl.String(), "postcode": pl.String(),
+}
+SOURCE_COLUMNS: Final[tuple[str, ...]] = tuple(SOURCE_SCHEMA)
 #: The values whose change means a record must be linked again.
 LINKING_VALUES: Final[tuple[str, ...]] = (
     "nhs_number", "nhs_number_status", "family_name", "given_name", "date_of_birth", "sex",
@@ -149,6 +154,18 @@ def normalised_postcode(postcode: pl.Expr) -> pl.Expr:
     return pl.when(spaced.str.contains(_POSTCODE)).then(spaced)
 
 
+def conformed(frame: pl.DataFrame, schema: Mapping[str, pl.DataType] = SOURCE_SCHEMA) -> pl.DataFrame:
+    """`frame` with every `schema` column, of its type, first: a column absent, or typed Null
+    because no row carries a value (SQLite reads it so, and so does an empty store), becomes a
+    typed column of nulls. Other columns are kept after them."""
+    typed = [
+        (pl.col(name).cast(dtype, strict=False) if name in frame.columns else pl.lit(None, dtype=dtype))
+        .alias(name)
+        for name, dtype in schema.items()
+    ]
+    return frame.select(*typed, *[name for name in frame.columns if name not in schema])
+
+
 def _per_value(frame: pl.DataFrame, column: str, rule: pl.Expr, name: str) -> pl.Series:
     """`rule` (over pl.col(column)) applied once per distinct value, then mapped back: names
     and postcodes repeat, so this does a fraction of the string work."""
@@ -163,8 +180,12 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
 
     `identities` has `SOURCE_COLUMNS` (date_of_birth a Date). Adds nhs_key (deterministic
     number or null), nhs_number (comparable number, any status), normalised names, given_key
-    (nickname group), family_initial, date parts, postcode and sex (1/2, else null).
+    (nickname group), family_initial, name_pair and initials (both names in alphabetical
+    order, so a given and family name recorded the wrong way round still agree), date parts,
+    postcode and sex (1/2, else null).
+    Columns missing from `identities`, or null throughout, give null features.
     """
+    identities = conformed(identities)
     identities = identities.with_columns(
         _per_value(identities, "given_name", normalised_name(pl.col("given_name")), "_given"),
         _per_value(identities, "family_name", normalised_name(pl.col("family_name")), "_family"),
@@ -183,6 +204,8 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
         given.replace(NICKNAME_KEYS).alias("given_key"),
         family.alias("family_name"),
         family.str.slice(0, 1).alias("family_initial"),
+        _unordered(given, family, "|").alias("name_pair"),
+        _unordered(given.str.slice(0, 1), family.str.slice(0, 1), "").alias("initials"),
         dob.alias("date_of_birth"),
         dob.dt.to_string("%Y-%m-%d").alias("dob_text"),
         dob.dt.year().cast(pl.Int32).alias("birth_year"),
@@ -193,10 +216,15 @@ def linkage_features(identities: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _unordered(first: pl.Expr, second: pl.Expr, separator: str) -> pl.Expr:
+    """Two values joined in alphabetical order (null when either is null)."""
+    return pl.when(first <= second).then(first + separator + second).otherwise(second + separator + first)
+
+
 def values_digest(identities: pl.DataFrame) -> pl.DataFrame:
     """id → a 16-hex digest of the linking values (stable across library versions: MD5 in DuckDB)."""
-    frame = identities.select(
-        pl.col("id").cast(pl.Int64),
+    frame = conformed(identities).select(
+        pl.col("id"),
         *[pl.col(c).cast(pl.String).fill_null("\x00") for c in LINKING_VALUES],
     )
     joined = " || '\x1f' || ".join(f'"{c}"' for c in LINKING_VALUES)

@@ -24,7 +24,13 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, text, upda
 
 from ptl.identity.clustering import cluster
 from ptl.identity.continuity import carry_person_ids, person_changes
-from ptl.identity.features import SOURCE_COLUMNS, linkage_features, values_digest
+from ptl.identity.features import (
+    SOURCE_COLUMNS,
+    SOURCE_SCHEMA,
+    conformed,
+    linkage_features,
+    values_digest,
+)
 from ptl.identity.model import load_model, model_path, model_version
 from ptl.identity.review import ambiguous_matches, number_conflicts, sync_review_items
 from ptl.identity.scoring import score_pairs
@@ -65,6 +71,8 @@ class LinkReport:
     reviews_cleared: int
     reviews_open: int
     seconds: float
+    #: Why the probabilistic step did not run (no field it compares has data), else None.
+    probabilistic_skipped: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +83,10 @@ _IDENTITY_SQL = (
     "l.match_probability, l.values_digest AS linked_digest "
     "FROM source_identity s LEFT JOIN identity_link l ON l.source_identity_id = s.id"
 )
-_IDENTITY_SCHEMA = {"id": pl.Int64, "date_of_birth": pl.Date, "person_id": pl.Int64,
-                    "match_probability": pl.Float64}
+_IDENTITY_SCHEMA: dict[str, pl.DataType] = {
+    **SOURCE_SCHEMA, "person_id": pl.Int64(), "method": pl.String(), "match_probability": pl.Float64(),
+    "linked_digest": pl.String(),
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class _Plan:
     identities: int
     pending: int
     pairs_estimated: int
+    probabilistic_skipped: str | None
     links: pl.DataFrame  # source_identity_id, cluster, method, match_probability, values_digest
     previous: pl.DataFrame  # affected records' last links: source_identity_id, person_id, method, …
     settled: pl.DataFrame  # links this run leaves alone: source_identity_id, person_id, method
@@ -107,6 +118,9 @@ def link(engine: Engine, settings: Settings, *, full: bool = False) -> LinkRepor
     for attempt in range(_ATTEMPTS):
         with engine.connect() as connection:
             identities = read_frame(connection, _IDENTITY_SQL, schema=_IDENTITY_SCHEMA)
+            # An empty store reads as untyped columns, and SQLite types a column no row fills as
+            # Null: conform to the schema so every rule downstream sees the types it expects.
+            identities = conformed(identities, _IDENTITY_SCHEMA)
             last = connection.execute(
                 select(LinkRun.id, LinkRun.model_version, LinkRun.match_threshold)
                 .order_by(LinkRun.id.desc()).limit(1)
@@ -191,6 +205,7 @@ def _plan(identities: pl.DataFrame, model: dict[str, Any], settings: Settings, *
         identities=identities.height,
         pending=int(features["pending"].sum()),
         pairs_estimated=scored.pairs_estimated,
+        probabilistic_skipped=scored.skipped,
         links=links,
         previous=previous,
         settled=settled.select("source_identity_id", "person_id", "method"),
@@ -349,6 +364,7 @@ def _write(engine: Engine, plan: _Plan, version: str, settings: Settings, last_r
         linked_probabilistic=int(count.get("probabilistic", 0)),
         singletons=int(count.get("singleton", 0)), reviews_opened=opened, reviews_cleared=cleared,
         reviews_open=open_items, seconds=round(seconds, 3),
+        probabilistic_skipped=plan.probabilistic_skipped,
     )
 
 

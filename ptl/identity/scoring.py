@@ -16,6 +16,8 @@ import polars as pl
 
 from ptl.identity.model import (
     BLOCKING_KEYS,
+    COMPARISON_COLUMNS,
+    IDENTIFYING_COMPARISONS,
     TERM_FREQUENCY_COLUMNS,
     UNIQUE_ID,
     blocking_rule,
@@ -39,14 +41,16 @@ class PairBudgetExceeded(Exception):
 
 @dataclass(frozen=True)
 class Scored:
-    """Pairs at or above the threshold, and how many pairs blocking compared (estimated)."""
+    """Pairs at or above the threshold, how many pairs blocking compared (estimated), and
+    why no pair was scored when the data left nothing to compare."""
 
     edges: pl.DataFrame
     pairs_estimated: int
     records_compared: int
+    skipped: str | None = None
 
 
-def candidate_records(features: pl.DataFrame) -> pl.DataFrame:
+def candidate_records(features: pl.DataFrame, keys: list[tuple[str, ...]]) -> pl.DataFrame:
     """The pending records plus every record sharing a blocking key with one: nothing outside
     this set can be paired with a pending record, so it need not be handed to Splink."""
     pending = features.filter(pl.col("pending"))
@@ -56,18 +60,35 @@ def candidate_records(features: pl.DataFrame) -> pl.DataFrame:
     hits = [
         indexed.join(pending.select(key).drop_nulls().unique(), on=list(key), how="semi")
         .select("_row")
-        for key in BLOCKING_KEYS
+        for key in keys
     ]
     rows = pl.concat(hits).unique() if hits else pl.DataFrame(schema={"_row": pl.UInt32})
     keep = indexed.join(rows, on="_row", how="semi")
     return pl.concat([keep.drop("_row"), pending]).unique(UNIQUE_ID, keep="first")
 
 
-def _rules(incremental: bool) -> list[str]:
+def usable_blocking_keys(features: pl.DataFrame) -> list[tuple[str, ...]]:
+    """The blocking keys whose every column holds a value somewhere: a key over a field no
+    provider sends can pair nothing (and would have Splink scan for nothing)."""
+    empty = {name for name in features.columns if features[name].null_count() == features.height}
+    return [key for key in BLOCKING_KEYS if not empty & set(key)]
+
+
+def skipped_because(features: pl.DataFrame) -> str:
+    """Why the probabilistic step had nothing to compare (field names only, never values)."""
+    missing = [name.replace("_", " ") for name in IDENTIFYING_COMPARISONS
+               if features[COMPARISON_COLUMNS[name][0]].null_count() == features.height]
+    lacking = " or ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+    return ("probabilistic matching skipped: it compares records sharing a date of birth and a name, a "
+            "family and given name, or a postcode and given name, and no source identity carries a "
+            + (lacking or "value for enough of those fields") + "; records were linked on NHS number only")
+
+
+def _rules(keys: list[tuple[str, ...]], incremental: bool) -> list[str]:
     condition = "l.nhs_key IS NULL OR r.nhs_key IS NULL"
     if incremental:
         condition = f"({condition}) AND (l.pending OR r.pending)"
-    return [blocking_rule(key, condition) for key in BLOCKING_KEYS]
+    return [blocking_rule(key, condition) for key in keys]
 
 
 def score_pairs(features: pl.DataFrame, model: dict[str, Any], *, threshold: float,
@@ -77,11 +98,14 @@ def score_pairs(features: pl.DataFrame, model: dict[str, Any], *, threshold: flo
     from splink import DuckDBAPI, Linker
     from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
+    keys = usable_blocking_keys(features)
+    if not keys:
+        return Scored(pl.DataFrame(schema=EDGE_SCHEMA), 0, 0, skipped=skipped_because(features))
     incremental = not bool(features["pending"].all())
-    records = candidate_records(features) if incremental else features
+    records = candidate_records(features, keys) if incremental else features
     if records.height < 2 or not records["pending"].any():
         return Scored(pl.DataFrame(schema=EDGE_SCHEMA), 0, records.height)
-    rules = _rules(incremental)
+    rules = _rules(keys, incremental)
     connection = duckdb.connect()
     try:
         db_api = DuckDBAPI(connection=connection)
