@@ -102,8 +102,8 @@ TRAINING_KEYS: Final[tuple[tuple[str, ...], ...]] = (
 )
 #: Fewest candidate pairs an expectation-maximisation session is worth running on.
 MIN_TRAINING_PAIRS: Final[int] = 100
-#: Share of true matches assumed to agree exactly on name and date of birth, when no NHS
-#: numbers are there to estimate the prior from (FEBRL-like data, or a store of IS providers).
+#: Share of true matches assumed to agree exactly on name and date of birth, for the first
+#: estimate of the prior when no NHS numbers are there (the EM sessions then replace it).
 EXACT_DEMOGRAPHICS_RECALL: Final[float] = 0.6
 
 
@@ -378,7 +378,7 @@ def train_model(features: pl.DataFrame, out: Path, *, max_pairs_for_u: float = 5
     Only comparisons the data holds values for are trained; the others keep the shipped
     model's parameters. u from random pairs; the prior from pairs sharing a deterministic NHS
     number (which find about `deterministic_recall` of true matches), or, with no NHS numbers,
-    from exact name and date of birth; m by expectation maximisation in as many sessions as it
+    as the EM sessions imply it; m by expectation maximisation in as many sessions as it
     takes to estimate every comparison (blocked on date of birth, then on names, …) over the
     pairs linking will score.
     """
