@@ -38,22 +38,28 @@ BLOCKING_KEYS: Final[tuple[tuple[str, ...], ...]] = (
 )
 
 
-#: Keys whose agreement is too little to propose a pair on its own: two records agreeing only
-#: on their names are compared when both have a date of birth to weigh (a name alone never
-#: links two records; with a wrong date of birth the model decides).
-KEY_CONDITIONS: Final[dict[tuple[str, ...], str]] = {
-    ("name_pair",): "l.date_of_birth IS NOT NULL AND r.date_of_birth IS NOT NULL",
+#: Keys whose agreement is too little to propose a pair on its own, and the columns both
+#: records must also have: two records agreeing only on their names are compared when both
+#: have a date of birth to weigh (a name alone never links two records; with a wrong date of
+#: birth the model decides).
+KEY_ALSO_PRESENT: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
+    ("name_pair",): ("date_of_birth",),
 }
 
 
+def key_columns(key: tuple[str, ...]) -> tuple[str, ...]:
+    """Every column a blocking key needs a value in (its own and `KEY_ALSO_PRESENT`)."""
+    return key + KEY_ALSO_PRESENT.get(key, ())
+
+
 def blocking_rule(columns: tuple[str, ...], condition: str | None = None) -> str:
-    """Splink blocking rule SQL: equal on every column, plus the key's own condition
-    (`KEY_CONDITIONS`) and an optional filter condition."""
-    rule = " AND ".join(f"l.{c} = r.{c}" for c in columns)
-    for extra in (KEY_CONDITIONS.get(columns), condition):
-        if extra:
-            rule = f"{rule} AND ({extra})"
-    return rule
+    """Splink blocking rule SQL: equal on every column, both sides holding the columns the
+    key also needs (`KEY_ALSO_PRESENT`), plus an optional filter condition."""
+    rule = " AND ".join(
+        [f"l.{c} = r.{c}" for c in columns]
+        + [f"l.{c} IS NOT NULL AND r.{c} IS NOT NULL" for c in KEY_ALSO_PRESENT.get(columns, ())]
+    )
+    return f"{rule} AND ({condition})" if condition else rule
 
 
 BLOCKING_RULES: Final[tuple[str, ...]] = tuple(blocking_rule(k) for k in BLOCKING_KEYS)
@@ -96,8 +102,8 @@ TRAINING_KEYS: Final[tuple[tuple[str, ...], ...]] = (
 )
 #: Fewest candidate pairs an expectation-maximisation session is worth running on.
 MIN_TRAINING_PAIRS: Final[int] = 100
-#: Share of true matches assumed to agree exactly on name and date of birth, when no NHS
-#: numbers are there to estimate the prior from (FEBRL-like data, or a store of IS providers).
+#: Share of true matches assumed to agree exactly on name and date of birth, for the first
+#: estimate of the prior when no NHS numbers are there (the EM sessions then replace it).
 EXACT_DEMOGRAPHICS_RECALL: Final[float] = 0.6
 
 
@@ -372,7 +378,7 @@ def train_model(features: pl.DataFrame, out: Path, *, max_pairs_for_u: float = 5
     Only comparisons the data holds values for are trained; the others keep the shipped
     model's parameters. u from random pairs; the prior from pairs sharing a deterministic NHS
     number (which find about `deterministic_recall` of true matches), or, with no NHS numbers,
-    from exact name and date of birth; m by expectation maximisation in as many sessions as it
+    as the EM sessions imply it; m by expectation maximisation in as many sessions as it
     takes to estimate every comparison (blocked on date of birth, then on names, …) over the
     pairs linking will score.
     """

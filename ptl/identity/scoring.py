@@ -22,6 +22,7 @@ from ptl.identity.model import (
     UNIQUE_ID,
     blocking_rule,
     calibrated,
+    key_columns,
     term_frequencies,
 )
 
@@ -71,7 +72,7 @@ def usable_blocking_keys(features: pl.DataFrame) -> list[tuple[str, ...]]:
     """The blocking keys whose every column holds a value somewhere: a key over a field no
     provider sends can pair nothing (and would have Splink scan for nothing)."""
     empty = {name for name in features.columns if features[name].null_count() == features.height}
-    return [key for key in BLOCKING_KEYS if not empty & set(key)]
+    return [key for key in BLOCKING_KEYS if not empty & set(key_columns(key))]
 
 
 def skipped_because(features: pl.DataFrame) -> str:
@@ -79,8 +80,8 @@ def skipped_because(features: pl.DataFrame) -> str:
     missing = [name.replace("_", " ") for name in IDENTIFYING_COMPARISONS
                if features[COMPARISON_COLUMNS[name][0]].null_count() == features.height]
     lacking = " or ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
-    return ("probabilistic matching skipped: it compares records sharing a date of birth and a name, a "
-            "family and given name, or a postcode and given name, and no source identity carries a "
+    return ("probabilistic matching skipped: it compares records sharing a date of birth and a name, "
+            "or a postcode and given name, and no source identity carries a "
             + (lacking or "value for enough of those fields") + "; records were linked on NHS number only")
 
 
