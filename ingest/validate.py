@@ -242,11 +242,11 @@ _LONGEST_HEADER_QUOTED = 64
 
 def _value_shapes(headers: list[str], date_format: str | None) -> pl.DataFrame:
     """Per header: the canonical field whose values it is shaped like ("date" for any date),
-    "value" for other value shapes, "too long" for a text longer than any header, or null for
-    a header-like text."""
-    # Polars renames a repeated header `X_duplicated_0`: the first line of a headerless file
-    # repeats values (two Y/N flags, two dates).
-    text = pl.col("header").str.replace(r"_duplicated_[0-9]+$", "").str.strip_chars()
+    "value" for other value shapes, "unnamed" for an empty cell or a text longer than any
+    header, or null for a header-like text."""
+    # Readers rename a repeated header (`X_duplicated_0` from a CSV, `X_1` from a workbook):
+    # the first line of a headerless file repeats values (two Y/N flags, two dates).
+    text = pl.col("header").str.replace(r"_(?:duplicated_)?[0-9]+$", "").str.strip_chars()
     upper = text.str.to_uppercase()
     shape: pl.Expr = (
         pl.when(parse_date(text, date_format).is_not_null()).then(pl.lit("date"))
@@ -255,9 +255,11 @@ def _value_shapes(headers: list[str], date_format: str | None) -> pl.DataFrame:
     )
     for pattern, name in reversed(_VALUE_SHAPES):
         shape = pl.when(upper.str.contains(pattern)).then(pl.lit(name)).otherwise(shape)
-    too_long = pl.col("header").str.len_chars() > _LONGEST_HEADER_QUOTED
+    # A workbook names a column whose first cell is empty (or a date) `__UNNAMED__n`.
+    unnamed = (pl.col("header").str.len_chars() > _LONGEST_HEADER_QUOTED) | (text == "") \
+        | pl.col("header").str.contains(r"^__UNNAMED__[0-9]+$")
     return pl.DataFrame({"header": headers}, schema={"header": pl.String}).with_columns(
-        pl.when(too_long).then(pl.lit("too long")).otherwise(shape).alias("shape")
+        pl.when(unnamed).then(pl.lit("unnamed")).otherwise(shape).alias("shape")
     )
 
 
@@ -271,7 +273,7 @@ def _missing_columns_message(filename: str, missing: list[str], headers: list[st
         for name in missing
     )
     shapes = _value_shapes(headers, profile.date_format)
-    valued = shapes.filter(pl.col("shape").is_not_null() & (pl.col("shape") != "too long"))
+    valued = shapes.filter(pl.col("shape").is_not_null() & (pl.col("shape") != "unnamed"))
     header_like = shapes.filter(pl.col("shape").is_null())
     # A header line is mostly names; a first row of data, mostly values of known shapes.
     if valued.height and valued.height >= header_like.height:
@@ -293,7 +295,7 @@ def _missing_columns_message(filename: str, missing: list[str], headers: list[st
         f"{filename}: missing required column(s): {expected}. The file has: "
         f"{', '.join(listed[:40]) or '(no header that reads as one)'}"
         + (f" (and {len(listed) - 40} more)" if len(listed) > 40 else "")
-        + (f" (and {unlisted} that look like values, not shown)" if unlisted else "")
+        + (f" (and {unlisted} that are unnamed or look like values, not shown)" if unlisted else "")
     )
 
 

@@ -397,7 +397,7 @@ def test_wrong_headers_are_listed_except_those_that_look_like_values(tmp_path: P
     with pytest.raises(FeedRefused) as refused:
         check(tmp_path, rows)
     message = str(refused.value)
-    assert message.endswith("The file has: Hospital No, Surname (and 2 that look like values, not shown)")
+    assert message.endswith("The file has: Hospital No, Surname (and 2 that are unnamed or look like values, not shown)")
     assert "9434765919" not in message and long_header not in message
 
 
@@ -449,4 +449,22 @@ def test_a_headerless_file_of_any_column_set_is_recognised(optional: list[str], 
             map_columns(extract.frame, CANONICAL, filename=path.name, provider_code="RXX", census_date=None)
     message = str(refused.value)
     assert "the first line looks like data, not headers" in message
+    assert [value for value in _values_of(rows[:1]) if value in message] == []
+
+
+def test_a_headerless_workbook_with_typed_cells_is_recognised(tmp_path: Path) -> None:
+    """Excel dates and numbers in the first row reach the reader as unnamed or numeric headers."""
+    rows = [good_row(n, family_name="Okonkwo-Baptiste") for n in range(1, 4)]
+    typed = pl.DataFrame(rows).with_columns(
+        pl.col("date_of_birth", "rtt_start_date").str.to_date(),
+        pl.col("nhs_number").cast(pl.Int64), pl.col("bmi").cast(pl.Float64),
+    )
+    path = tmp_path / "extract.xlsx"
+    typed.write_excel(path, include_header=False)
+    extract = read_extract(path, CANONICAL)
+    with pytest.raises(FeedRefused) as refused:
+        map_columns(extract.frame, CANONICAL, filename=path.name, provider_code="RXX", census_date=None)
+    message = str(refused.value)
+    assert message.startswith("extract.xlsx: the first line looks like data, not headers: it has values "
+                              "shaped like nhs_number, postcode, ")
     assert [value for value in _values_of(rows[:1]) if value in message] == []
