@@ -28,7 +28,8 @@ from ingest.validate import (
     nhs_number_valid_expr,
     validate,
 )
-from ptl.fields import FIELDS, REQUIRED_COLUMNS, Field
+from ptl.fields import FIELDS, FIELDS_BY_NAME, REQUIRED_COLUMNS, Field
+from ptl.store.models import Pathway, SourceIdentity
 from tests.extract_rows import CENSUS, good_row, good_rows, write_csv
 
 CANONICAL = load_profile("canonical")
@@ -468,3 +469,46 @@ def test_a_headerless_workbook_with_typed_cells_is_recognised(tmp_path: Path) ->
     assert message.startswith("extract.xlsx: the first line looks like data, not headers: it has values "
                               "shaped like nhs_number, postcode, ")
     assert [value for value in _values_of(rows[:1]) if value in message] == []
+
+
+def _store_sizes() -> dict[str, int]:
+    """The size of each store column a canonical field is kept in as text."""
+    sizes: dict[str, int] = {}
+    for table in (Pathway.__table__, SourceIdentity.__table__):
+        for column in table.columns:
+            length = getattr(column.type, "length", None)
+            if column.name in FIELDS_BY_NAME and length is not None:
+                sizes[column.name] = length
+    return sizes
+
+
+STORE_SIZES = _store_sizes()
+HOSTILE_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(" =+-@\t"), max_size=60)
+
+
+#: The values the house rule names: never in a message, a log line or a sidecar.
+PATIENT_FIELDS = ("nhs_number", "family_name", "given_name", "date_of_birth", "postcode", "local_patient_id")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from([f.name for f in LENGTH_RULED]),
+                                HOSTILE_TEXT | st.integers(1, 200).map(lambda n: "Ω" * n), max_size=6),
+                min_size=1, max_size=6))
+def test_whatever_values_arrive_what_loads_fits_the_store_and_no_reason_quotes_a_patient(
+    overrides: list[dict[str, str]],
+) -> None:
+    # A patient's values carry a mark no reason has, so a quoted one cannot hide by coincidence.
+    marked = [{name: ("§" + value if name in PATIENT_FIELDS else value) for name, value in row.items()}
+              for row in overrides]
+    rows = [good_row(n + 1, **override) for n, override in enumerate(marked)]
+    with tempfile.TemporaryDirectory() as folder:
+        result = check(Path(folder), rows)
+    for name, size in STORE_SIZES.items():
+        if name in result.clean.columns and result.clean.schema[name] == pl.String:
+            longest = result.clean.select(pl.col(name).str.len_chars().max()).item()
+            assert longest is None or longest <= size, name
+    for issue in result.issues.iter_rows(named=True):
+        assert len(issue["reason"]) < 400
+        assert "§" not in issue["reason"]
+        if issue["column"] in PATIENT_FIELDS:
+            assert "Ω" not in issue["reason"]
