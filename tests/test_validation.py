@@ -483,7 +483,8 @@ def _store_sizes() -> dict[str, int]:
 
 
 STORE_SIZES = _store_sizes()
-HOSTILE_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(" =+-@\t"), max_size=60)
+HOSTILE_TEXT = st.text(st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="§Ω")
+                       | st.sampled_from(" =+-@\t"), max_size=60)
 
 
 #: The values the house rule names: never in a message, a log line or a sidecar.
