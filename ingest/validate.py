@@ -40,11 +40,6 @@ NOT_AFTER_CENSUS = (
 )
 _TRUE = ("Y", "YES", "TRUE", "T", "1")
 _FALSE = ("N", "NO", "FALSE", "F", "0")
-_POSTCODE = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
-#: ODS: a site code is 5 characters (RXX01); a provider's own organisation code, 3 to 5.
-_ODS_SITE = r"^[A-Z0-9]{3,5}$"
-#: OPCS-4: a letter and three digits (W37.1 once its dot is dropped).
-_OPCS4 = r"^[A-Z][0-9]{3}$"
 _CLINICAL_PRIORITY_FORMS = {code.upper(): code for code in codes.CLINICAL_PRIORITIES}
 _TRAVEL_FORMS = {
     "50": "50", "50 MILES": "50", "100": "100", "100 MILES": "100",
@@ -220,8 +215,11 @@ def census_warnings(census: dt.date) -> tuple[FileWarning, ...]:
     ),)
 
 
-#: Shapes of values (not of headers), each with the canonical field it resembles: a first line
-#: that has several is data. Headers that look like values are never quoted back either.
+#: Shapes of values as sent (not of headers), each with the canonical field it resembles: a
+#: first line that has several is data. Headers that look like values are never quoted back
+#: either. Looser than the rules' shapes (`codes.*_SHAPE`, over canonical spellings) where a
+#: value is sent with a space or a dot, stricter where a header could pass for a code (a site
+#: code here has digits, so `BMI` or `SEX` is not taken for one).
 _VALUE_SHAPES: tuple[tuple[str, str], ...] = (
     (r"^[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}$", "nhs_number"),
     (r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$", "postcode"),
@@ -579,9 +577,9 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
     code_check("asa_grade", [str(g) for g in codes.ASA_GRADES], "an ASA grade (1-6)")
     code_check("nhs_number_status", codes.NHS_NUMBER_STATUSES,
                "an NHS number status indicator (01-08)")
-    shape_check("site_code", _ODS_SITE,
+    shape_check("site_code", codes.ODS_SITE_CODE_SHAPE,
                 "an ODS site code (5 characters such as RXX01, or a 3-5 character organisation code)")
-    shape_check("procedure_code", _OPCS4,
+    shape_check("procedure_code", codes.OPCS4_SHAPE,
                 "an OPCS-4 procedure code (a letter and three digits, e.g. W37.1 or W371; one code)")
     code_check("travel_willingness", codes.TRAVEL_WILLINGNESS,
                "a travel willingness (50, 100 or national)")
@@ -613,10 +611,10 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
     code_check("sex", codes.SEX_CODES,
                "a stated gender code (1, 2, 9 or X; map local values under [values.sex])")
     checks.append(_Check("postcode", "bad_postcode", _severity("postcode"),
-                         *_reason(col("postcode").is_not_null() & ~col("postcode").str.contains(_POSTCODE),
+                         *_reason(col("postcode").is_not_null() & ~col("postcode").str.contains(codes.POSTCODE_SHAPE),
                                  "the postcode is not a valid UK postcode: blanked, so no LSOA "
                                  "is derived from it")))
-    shape_check("lsoa11", r"^E01[0-9]{6}$", "a 2011 LSOA code (E01 and 6 digits)")
+    shape_check("lsoa11", codes.LSOA11_SHAPE, "a 2011 LSOA code (E01 and 6 digits)")
     for name in ("learning_disability", "interpreter_required"):
         code_check(name, _TRUE + _FALSE, "Y or N")
     checks.append(_Check("rtt_start_date", "unknown_clock_start", "warning",
