@@ -6,22 +6,24 @@ loads and the offending value is blanked). The rule table is `_checks`; README "
 rules" lists it for users.
 
 File-level problems (missing columns, provider or census date that do not agree with what was
-declared) raise `FeedRefused`: nothing is loaded.
+declared) raise `FeedRefused`: nothing is loaded. No message quotes a patient value: reasons
+about identifiable fields name the field, never its value, and a value longer than its field's
+`max_length` is never read further (`_too_long`), so it is never quoted or stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import polars as pl
 
 from ingest.errors import FeedRefused
 from ingest.profiles import Profile
 from ptl import codes
-from ptl.fields import DATE_FIELDS, FIELDS, REQUIRED_COLUMNS, REQUIRED_VALUES
+from ptl.fields import DATE_FIELDS, FIELDS, FIELDS_BY_NAME, REQUIRED_COLUMNS, REQUIRED_VALUES
 
 ROW = "__row"
 Severity = Literal["rejected", "warning"]
@@ -38,12 +40,28 @@ NOT_AFTER_CENSUS = (
 )
 _TRUE = ("Y", "YES", "TRUE", "T", "1")
 _FALSE = ("N", "NO", "FALSE", "F", "0")
-_POSTCODE = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
 _CLINICAL_PRIORITY_FORMS = {code.upper(): code for code in codes.CLINICAL_PRIORITIES}
 _TRAVEL_FORMS = {
     "50": "50", "50 MILES": "50", "100": "100", "100 MILES": "100",
     "NATIONAL": "national", "NATIONALLY": "national", "ANY": "national",
 }
+
+
+#: ROW, column (canonical field) and length in characters of each value over its field's maximum.
+TOO_LONG_SCHEMA = {ROW: pl.Int64, "column": pl.String, "length": pl.Int64}
+
+
+@dataclass(frozen=True)
+class FileWarning:
+    """Something about the whole file worth saying that does not stop it loading."""
+
+    column: str
+    kind: str
+    reason: str
+
+    def as_issue(self) -> dict[str, Any]:
+        """The shape of a row issue in an ingest result (no row: it is the file's)."""
+        return {"row": None, "column": self.column, "kind": self.kind, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,10 @@ class Mapped:
     source_columns: dict[str, str]  # canonical field → header (or "(profile default)")
     provider_code: str
     census_date: dt.date
+    #: values over their field's maximum length (blanked in `frame`): see `_too_long`
+    too_long: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=TOO_LONG_SCHEMA))
+    #: about the whole file (a census that is not a Sunday): loaded, and said
+    warnings: tuple[FileWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,20 +116,12 @@ def map_columns(
         if name not in matched and name not in profile.defaults and name not in declared
     ]
     if missing:
-        expected = "; ".join(
-            f"{name} (header {' or '.join(repr(h) for h in profile.columns.get(name, (name,))[:3])})"
-            + (" — or pass --census-date" if name == "census_date" else "")
-            for name in missing
-        )
-        raise FeedRefused(
-            f"{filename}: missing required column(s): {expected}. The file has: "
-            f"{', '.join(headers[:40])}",
-            kind="missing_columns",
-        )
+        raise FeedRefused(_missing_columns_message(filename, missing, headers, profile),
+                          kind="missing_columns")
     source_columns: dict[str, str] = {}
     exprs: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)]
-    for field in FIELDS:
-        name = field.name
+    for canonical in FIELDS:
+        name = canonical.name
         if name in matched:
             header = matched[name]
             source_columns[name] = header
@@ -137,13 +151,150 @@ def map_columns(
         frame = frame.with_columns(pl.when(pl.col(name) != "").then(pl.col(name)).alias(name) for name in blank)
     for name, mapping in profile.values.items():
         frame = frame.with_columns(pl.col(name).replace(mapping))
+    frame, too_long = _too_long(frame, filename)
 
     provider = _settle_provider(frame, provider_code, filename)
     census = _settle_census(frame, census_date, profile, filename)
     frame = frame.with_columns(
         pl.lit(provider).alias("provider_code"), pl.lit(census.isoformat()).alias("census_date")
     )
-    return Mapped(frame=frame, source_columns=source_columns, provider_code=provider, census_date=census)
+    return Mapped(frame=frame, source_columns=source_columns, provider_code=provider, census_date=census,
+                  too_long=too_long, warnings=census_warnings(census))
+
+
+def _too_long(frame: pl.DataFrame, filename: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The length rule, before any other rule reads a value: each value longer than its field's
+    `max_length` (characters) is blanked here and listed (row, field, length), so no later rule
+    quotes it, no lookup or store sees it and no issue keeps it; `validate_batch` reports it
+    as the field's `invalid` outcome says. Over-long provider or census values refuse the file.
+
+    Bytes bound characters from above, so the cost on a file within bounds is one look at
+    each column's value lengths; characters are counted only in a column that has a value
+    over its maximum in bytes."""
+    names = [name for name in frame.columns if name != ROW]
+    limits = {name: FIELDS_BY_NAME[name].max_length for name in names}
+    over_in_bytes = frame.select(
+        (pl.col(name).str.len_bytes() > limits[name]).any() for name in names
+    ).row(0)
+    suspects = [name for name, found in zip(names, over_in_bytes, strict=True) if found]
+    if not suspects:
+        return frame, pl.DataFrame(schema=TOO_LONG_SCHEMA)
+    lengths = frame.select(ROW, *[pl.col(name).str.len_chars().alias(name) for name in suspects])
+    too_long = pl.concat(
+        [lengths.filter(pl.col(name) > limits[name])
+         .select(ROW, pl.lit(name).alias("column"), pl.col(name).cast(pl.Int64).alias("length"))
+         for name in suspects],
+        how="vertical",
+    )
+    for name in ("provider_code", "census_date"):
+        found = too_long.filter(pl.col("column") == name)
+        if found.height:
+            what = "provider code" if name == "provider_code" else "census date"
+            raise FeedRefused(
+                f"{filename}: {found.height:,} row(s) have a {what} longer than the "
+                f"{limits[name]} characters any {what} has (the longest is "
+                f"{found.select(pl.col('length').max()).item():,}); send one {what} per file, as the "
+                "other rows do",
+                kind="provider_mismatch" if name == "provider_code" else "census_date",
+            )
+    frame = frame.with_columns(
+        pl.when(pl.col(name).str.len_chars() > limits[name]).then(None).otherwise(pl.col(name)).alias(name)
+        for name in suspects
+    )
+    return frame, too_long
+
+
+def census_warnings(census: dt.date) -> tuple[FileWarning, ...]:
+    """What is odd, not wrong, about a census date: WLMDS weeks end on a Sunday."""
+    if census.isoweekday() == 7:
+        return ()
+    return (FileWarning(
+        "census_date", "census_not_sunday",
+        f"census date {census} is a {census:%A}, not a Sunday: WLMDS weeks end on Sunday; "
+        "the snapshot loads as that day's",
+    ),)
+
+
+#: Shapes of values as sent (not of headers), each with the canonical field it resembles: a
+#: first line that has several is data. Headers that look like values are never quoted back
+#: either. Looser than the rules' shapes (`codes.*_SHAPE`, over canonical spellings) where a
+#: value is sent with a space or a dot, stricter where a header could pass for a code (a site
+#: code here has digits, so `BMI` or `SEX` is not taken for one).
+_VALUE_SHAPES: tuple[tuple[str, str], ...] = (
+    (r"^[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}$", "nhs_number"),
+    (r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$", "postcode"),
+    (r"^E0[0-9]{7}$", "lsoa11"),
+    (r"^[A-Z][0-9]{2}\.?[0-9]$", "procedure_code"),
+    (r"^(?:[A-Z][A-Z0-9]{2}[0-9]{2}|[0-9][A-Z0-9]{4})$", "site_code"),
+    (r"^(?:" + "|".join(sorted(codes.WAITING_LIST_TYPES)) + r")$", "waiting_list_type"),
+    (r"^P(?:1A|1B|[2-6])$", "clinical_priority"),
+    (r"^(?:" + "|".join(sorted(code for code in codes.TREATMENT_FUNCTIONS if code[0] == "X")) + r")$",
+     "treatment_function_code"),
+    (r"^[0-9]{3}$", "treatment_function_code"),
+)
+#: Other shapes no header has: numbers, identifiers with long runs of digits, single characters.
+_OTHER_VALUE_SHAPES = r"^(?:[-+]?[0-9]+(?:[.,][0-9]+)?|.*[0-9]{5,}.*|.)$"
+#: Headers longer than this are not quoted back (no real header is this long).
+_LONGEST_HEADER_QUOTED = 64
+
+
+def _value_shapes(headers: list[str], date_format: str | None) -> pl.DataFrame:
+    """Per header: the canonical field whose values it is shaped like ("date" for any date),
+    "value" for other value shapes, "unnamed" for an empty cell or a text longer than any
+    header, or null for a header-like text."""
+    # Readers rename a repeated header (`X_duplicated_0` from a CSV, `X_1` from a workbook):
+    # the first line of a headerless file repeats values (two Y/N flags, two dates).
+    text = pl.col("header").str.replace(r"_(?:duplicated_)?[0-9]+$", "").str.strip_chars()
+    upper = text.str.to_uppercase()
+    shape: pl.Expr = (
+        pl.when(parse_date(text, date_format).is_not_null()).then(pl.lit("date"))
+        .when(upper.str.contains(_OTHER_VALUE_SHAPES)).then(pl.lit("value"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    for pattern, name in reversed(_VALUE_SHAPES):
+        shape = pl.when(upper.str.contains(pattern)).then(pl.lit(name)).otherwise(shape)
+    # A workbook names a column whose first cell is empty (or a date) `__UNNAMED__n`.
+    unnamed = (pl.col("header").str.len_chars() > _LONGEST_HEADER_QUOTED) | (text == "") \
+        | pl.col("header").str.contains(r"^__UNNAMED__[0-9]+$")
+    return pl.DataFrame({"header": headers}, schema={"header": pl.String}).with_columns(
+        pl.when(unnamed).then(pl.lit("unnamed")).otherwise(shape).alias("shape")
+    )
+
+
+def _missing_columns_message(filename: str, missing: list[str], headers: list[str], profile: Profile) -> str:
+    """Which required columns are missing and what the file has instead, quoting no value: a
+    first line shaped like data is said to be data (naming only the fields it resembles), and
+    only headers that do not look like values are listed."""
+    expected = "; ".join(
+        f"{name} (header {' or '.join(repr(h) for h in profile.columns.get(name, (name,))[:3])})"
+        + (" — or pass --census-date" if name == "census_date" else "")
+        for name in missing
+    )
+    shapes = _value_shapes(headers, profile.date_format)
+    valued = shapes.filter(pl.col("shape").is_not_null() & (pl.col("shape") != "unnamed"))
+    header_like = shapes.filter(pl.col("shape").is_null())
+    # A header line is mostly names; a first row of data, mostly values of known shapes.
+    if valued.height and valued.height >= header_like.height:
+        named = valued.get_column("shape").unique(maintain_order=True).to_list()
+        resembles = [name for name in named if name not in ("date", "value")]
+        if "date" in named:
+            resembles.append("dates (date_of_birth, rtt_start_date, census_date…)")
+        if not resembles:
+            resembles.append("codes or numbers")
+        return (
+            f"{filename}: the first line looks like data, not headers: it has values shaped like "
+            f"{', '.join(resembles)}. Add a header line naming each column (the headers the "
+            f"profile '{profile.name}' expects are in docs/FIELDS.md), or map your headers in a "
+            f"profile. Missing required column(s): {expected}"
+        )
+    listed = header_like.get_column("header").to_list()
+    unlisted = len(headers) - len(listed)
+    return (
+        f"{filename}: missing required column(s): {expected}. The file has: "
+        f"{', '.join(listed[:40]) or '(no header that reads as one)'}"
+        + (f" (and {len(listed) - 40} more)" if len(listed) > 40 else "")
+        + (f" (and {unlisted} that are unnamed or look like values, not shown)" if unlisted else "")
+    )
 
 
 def _settle_provider(frame: pl.DataFrame, declared: str, filename: str) -> str:
@@ -194,8 +345,13 @@ def _settle_census(
             kind="census_date",
         )
     census = declared if declared is not None else dates[0]
-    if census > dt.date.today() + dt.timedelta(days=7):
-        raise FeedRefused(f"{filename}: census date {census} is in the future", kind="census_date")
+    today = dt.date.today()
+    if census > today:
+        raise FeedRefused(
+            f"{filename}: census date {census} is after today ({today}): a census describes a "
+            "week that has ended; send the file once its week is over",
+            kind="census_date",
+        )
     return census
 
 
@@ -348,6 +504,16 @@ def nhs_number_placeholder_expr(number: pl.Expr) -> pl.Expr:
     return number.is_in(sorted(codes.PLACEHOLDER_NHS_NUMBERS))
 
 
+def _severity(name: str) -> Severity:
+    """What breaking its rules does to a row: the field's `invalid` (ptl/fields.py)."""
+    return "warning" if FIELDS_BY_NAME[name].invalid == "blank" else "rejected"
+
+
+def _outcome(name: str) -> str:
+    """The end of a reason: a blanked value says so."""
+    return ": blanked" if _severity(name) == "warning" else ""
+
+
 def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check]:
     col = pl.col
     census_text = census.isoformat()
@@ -361,27 +527,40 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
         if name == "census_date":
             continue
         parsed = col(f"{name}__date")
-        checks.append(_Check(name, "bad_date", "rejected",
-                             *_reason(col(name).is_not_null() & parsed.is_null(),
-                                      "'{}' is not a date" + _format_hint(date_formats.get(name)),
-                                      col(name))))
+        bad = col(name).is_not_null() & parsed.is_null()
+        hint = _format_hint(date_formats.get(name))
+        # An identifiable date (of birth) is never quoted, only named.
+        reason = (_reason(bad, f"{name} is not a date{hint}{_outcome(name)}")
+                  if FIELDS_BY_NAME[name].identifiable
+                  else _reason(bad, "'{}' is not a date" + hint + _outcome(name), col(name)))
+        checks.append(_Check(name, "bad_date", _severity(name), *reason))
     for name in NOT_AFTER_CENSUS:
         parsed = col(f"{name}__date")
-        checks.append(_Check(name, "date_after_census", "rejected",
-                             *_reason(parsed > pl.lit(census),
-                                     f"{name} {{}} is after the census date {census_text}",
-                                     parsed.dt.strftime("%Y-%m-%d"))))
+        after = parsed > pl.lit(census)
+        reason = (_reason(after, f"{name} is after the census date {census_text}{_outcome(name)}")
+                  if FIELDS_BY_NAME[name].identifiable
+                  else _reason(after, f"{name} {{}} is after the census date {census_text}{_outcome(name)}",
+                               parsed.dt.strftime("%Y-%m-%d")))
+        checks.append(_Check(name, "date_after_census", _severity(name), *reason))
     start = col("rtt_start_date__date")
     checks.append(_Check("rtt_start_date", "clock_start_after_census", "rejected",
                          *_reason(start > pl.lit(census),
                                  f"clock start {{}} is after the census date {census_text}",
                                  start.dt.strftime("%Y-%m-%d"))))
 
-    def code_check(name: str, allowed: object, what: str, severity: Severity = "rejected",
-                   kind: str = "bad_code") -> None:
+    def code_check(name: str, allowed: object, what: str) -> None:
         values = sorted(allowed)  # type: ignore[call-overload]
         bad = col(name).is_not_null() & ~col(name).is_in(values)
-        checks.append(_Check(name, kind, severity, *_reason(bad, "'{}' is not " + what, col(name))))
+        add_code_rule(name, bad, what)
+
+    def shape_check(name: str, pattern: str, what: str) -> None:
+        add_code_rule(name, col(name).is_not_null() & ~col(name).str.contains(pattern), what)
+
+    def add_code_rule(name: str, bad: pl.Expr, what: str) -> None:
+        severity = _severity(name)
+        kind = "bad_code_blanked" if severity == "warning" else "bad_code"
+        checks.append(_Check(name, kind, severity,
+                             *_reason(bad, "'{}' is not " + what + _outcome(name), col(name))))
 
     code_check("treatment_function_code", codes.TREATMENT_FUNCTIONS,
                "a treatment function code (3 characters, e.g. 110); translate local specialty "
@@ -398,10 +577,14 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
     code_check("asa_grade", [str(g) for g in codes.ASA_GRADES], "an ASA grade (1-6)")
     code_check("nhs_number_status", codes.NHS_NUMBER_STATUSES,
                "an NHS number status indicator (01-08)")
+    shape_check("site_code", codes.ODS_SITE_CODE_SHAPE,
+                "an ODS site code (5 characters such as RXX01, or a 3-5 character organisation code)")
+    shape_check("procedure_code", codes.OPCS4_SHAPE,
+                "an OPCS-4 procedure code (a letter and three digits, e.g. W37.1 or W371; one code)")
     code_check("travel_willingness", codes.TRAVEL_WILLINGNESS,
                "a travel willingness (50, 100 or national)")
     bmi = col("bmi").str.replace(",", ".").cast(pl.Float64, strict=False)
-    checks.append(_Check("bmi", "bad_number", "rejected",
+    checks.append(_Check("bmi", "bad_number", _severity("bmi"),
                          *_reason(col("bmi").is_not_null() & (bmi.is_null() | (bmi < 10) | (bmi > 100)),
                                  "'{}' is not a BMI between 10 and 100", col("bmi"))))
     checks.append(_Check("rtt_status", "clock_stop_on_open_pathway", "rejected",
@@ -416,29 +599,24 @@ def _checks(date_formats: dict[str, str | None], census: dt.date) -> list[_Check
                                  col("pathway_id"), col("__dup_rows"))))
     # Warnings: the row loads, the value is blanked.
     number = col("nhs_number")
-    checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
+    checks.append(_Check("nhs_number", "invalid_nhs_number", _severity("nhs_number"),
                          *_reason(number.is_not_null() & col("__nhs_placeholder"),
                                  "the NHS number is a placeholder, not a real number: blanked "
                                  "(the pathway is loaded)")))
-    checks.append(_Check("nhs_number", "invalid_nhs_number", "warning",
+    checks.append(_Check("nhs_number", "invalid_nhs_number", _severity("nhs_number"),
                          *_reason(number.is_not_null() & ~col("__nhs_placeholder") & ~col("__nhs_valid"),
                                  "the NHS number fails the modulus-11 check digit: blanked "
                                  "(the pathway is loaded)")))
-    code_check("ethnic_category", codes.ETHNIC_CATEGORIES,
-               "an ethnic category (A-S, Z or 99): blanked", "warning", "bad_code_blanked")
+    code_check("ethnic_category", codes.ETHNIC_CATEGORIES, "an ethnic category (A-S, Z or 99)")
     code_check("sex", codes.SEX_CODES,
-               "a stated gender code (1, 2, 9 or X; map local values under [values.sex]): blanked",
-               "warning", "bad_code_blanked")
-    checks.append(_Check("postcode", "bad_postcode", "warning",
-                         *_reason(col("postcode").is_not_null() & ~col("postcode").str.contains(_POSTCODE),
+               "a stated gender code (1, 2, 9 or X; map local values under [values.sex])")
+    checks.append(_Check("postcode", "bad_postcode", _severity("postcode"),
+                         *_reason(col("postcode").is_not_null() & ~col("postcode").str.contains(codes.POSTCODE_SHAPE),
                                  "the postcode is not a valid UK postcode: blanked, so no LSOA "
                                  "is derived from it")))
-    checks.append(_Check("lsoa11", "bad_code_blanked", "warning",
-                         *_reason(col("lsoa11").is_not_null() & ~col("lsoa11").str.contains(r"^E01[0-9]{6}$"),
-                                 "'{}' is not a 2011 LSOA code (E01 and 6 digits): blanked",
-                                 col("lsoa11"))))
+    shape_check("lsoa11", codes.LSOA11_SHAPE, "a 2011 LSOA code (E01 and 6 digits)")
     for name in ("learning_disability", "interpreter_required"):
-        code_check(name, _TRUE + _FALSE, "Y or N: blanked", "warning", "bad_code_blanked")
+        code_check(name, _TRUE + _FALSE, "Y or N")
     checks.append(_Check("rtt_start_date", "unknown_clock_start", "warning",
                          *_reason(col("rtt_start_date").is_null()
                                  & col("waiting_list_type").is_in(sorted(codes.RTT_WAITING_LIST_TYPES)),
@@ -459,6 +637,8 @@ class FilePlan:
     row_offset: int
     #: code values to respell (see `respellings`)
     changes: Respellings
+    #: values over their field's maximum length (see `_too_long`)
+    too_long: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=TOO_LONG_SCHEMA))
 
 
 def plan_validation(mapped: Mapped, profile: Profile, row_offset: int) -> FilePlan:
@@ -484,7 +664,8 @@ def plan_validation(mapped: Mapped, profile: Profile, row_offset: int) -> FilePl
         on=key,
     ).select(ROW, "__dup_rows")
     return FilePlan(census_date=mapped.census_date, date_formats=formats,
-                    duplicate_rows=duplicate_rows, row_offset=row_offset, changes=respellings(frame))
+                    duplicate_rows=duplicate_rows, row_offset=row_offset, changes=respellings(frame),
+                    too_long=mapped.too_long)
 
 
 def validate(mapped: Mapped, profile: Profile, row_offset: int, source_frame: pl.DataFrame) -> Validated:
@@ -537,8 +718,13 @@ def validate_batch(
         flagged.unpivot(index=ROW, variable_name="check", value_name="reason")
         .drop_nulls("reason")
         .join(meta, on="check")
-        .drop("check")
+        .select(ROW, "reason", "column", "kind", "severity")
     )
+    too_long = plan.too_long.join(batch.select(ROW), on=ROW, how="semi")
+    if too_long.height:
+        # A value too long to read is reported as that alone (it was blanked: a required
+        # field would otherwise be reported empty as well).
+        long = pl.concat([long.join(too_long, on=[ROW, "column"], how="anti"), _too_long_issues(too_long)])
     raw_values = (
         batch.join(flagged.select(ROW), on=ROW, how="semi")
         .unpivot(index=ROW, variable_name="column", value_name="raw_value")
@@ -546,9 +732,7 @@ def validate_batch(
     long = long.join(raw_values, on=[ROW, "column"], how="left")
     rejected_rows = long.filter(pl.col("severity") == "rejected").select(ROW).unique()
     rejected_at = rejected_rows.get_column(ROW).sort()
-    raw_rows = source_frame.select(
-        pl.struct(pl.all().gather(rejected_at)).struct.json_encode().alias("raw_row")
-    ).with_columns(rejected_at.alias(ROW))
+    raw_rows = _raw_rows(source_frame, rejected_at)
     sources = pl.DataFrame(
         {"column": list(source_columns), "source_column": list(source_columns.values())}
     )
@@ -576,11 +760,57 @@ def validate_batch(
     )
 
 
+#: A cell of a rejected row longer than this is kept as its start and its length.
+RAW_CELL_CHARS = 200
+
+
+def _raw_rows(source_frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """Rejected rows as they were sent (JSON, identifiable tier), each cell cut to
+    `RAW_CELL_CHARS`: a 150 MB cell is not kept whole because its row was rejected."""
+    cells = source_frame.select(pl.all().gather(rows))
+    texts = [name for name, dtype in cells.schema.items() if dtype == pl.String]
+    long_cells = cells.select((pl.col(name).str.len_bytes() > RAW_CELL_CHARS).any() for name in texts)
+    cut = [name for name, found in zip(texts, long_cells.row(0), strict=True) if found] \
+        if texts and cells.height else []
+    if cut:
+        cells = cells.with_columns(
+            pl.when(pl.col(name).str.len_chars() > RAW_CELL_CHARS)
+            .then(pl.format("{}… ({} characters)", pl.col(name).str.slice(0, RAW_CELL_CHARS),
+                            pl.col(name).str.len_chars()))
+            .otherwise(pl.col(name)).alias(name)
+            for name in cut
+        )
+    return cells.select(pl.struct(pl.all()).struct.json_encode().alias("raw_row")).with_columns(rows.alias(ROW))
+
+
+def _too_long_issues(too_long: pl.DataFrame) -> pl.DataFrame:
+    """Issues for values over their field's maximum length: their length, never their text."""
+    names = too_long.get_column("column").unique().to_list()
+    fields = pl.DataFrame({
+        "column": names,
+        "max_length": [FIELDS_BY_NAME[name].max_length for name in names],
+        "severity": [_severity(name) for name in names],
+    })
+    return too_long.join(fields, on="column").select(
+        ROW,
+        pl.format("{} is {} characters long, more than its maximum of {}{}",
+                  pl.col("column"), pl.col("length"), pl.col("max_length"),
+                  pl.when(pl.col("severity") == "warning").then(pl.lit(": blanked")).otherwise(pl.lit("")))
+        .alias("reason"),
+        "column",
+        pl.lit("too_long").alias("kind"),
+        "severity",
+    )
+
+
 def _typed(clean: pl.DataFrame, warned: pl.DataFrame) -> pl.DataFrame:
     """Typed canonical columns; values that drew a warning are blanked."""
     blanked = warned.select(ROW, "column").unique()
+    # A date is blanked in its parsed column, the one that is kept.
+    target = {name: f"{name}__date" for name in DATE_FIELDS}
     out = clean.with_columns(
-        pl.when(pl.col(ROW).is_in(rows.get_column(ROW))).then(None).otherwise(pl.col(column)).alias(column)
+        pl.when(pl.col(ROW).is_in(rows.get_column(ROW))).then(None)
+        .otherwise(pl.col(target.get(column, column))).alias(target.get(column, column))
         for (column,), rows in blanked.group_by("column")
         if column != "rtt_start_date"  # unknown clock start: already empty
     )

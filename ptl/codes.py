@@ -242,3 +242,14 @@ AGE_BANDS: Final[tuple[tuple[int, str], ...]] = (
     (75, "75-84"),
     (85, "85+"),
 )
+
+#: Shapes of codes with no closed list, as regular expressions over their canonical spelling
+#: (upper case; no spaces; OPCS-4 without its dot).
+#: ODS: a site code is 5 characters (RXX01); a provider's own organisation code, 3 to 5.
+ODS_SITE_CODE_SHAPE: Final[str] = r"^[A-Z0-9]{3,5}$"
+#: OPCS-4 procedure: a letter and three digits (W37.1 → W371).
+OPCS4_SHAPE: Final[str] = r"^[A-Z][0-9]{3}$"
+#: UK postcode, outward and inward code run together (LS1 4AB → LS14AB).
+POSTCODE_SHAPE: Final[str] = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
+#: 2011 Lower Layer Super Output Area in England.
+LSOA11_SHAPE: Final[str] = r"^E01[0-9]{6}$"

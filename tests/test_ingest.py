@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from ingest.pipeline import IngestResult, ingest_file
+from ptl.fields import FIELDS, FIELDS_BY_NAME
 from ptl.refdata.imd import load_imd
 from ptl.refdata.postcodes import load_postcodes
 from ptl.settings import Settings
@@ -340,3 +343,95 @@ def test_postgresql_keeps_each_providers_identities_in_their_own_partition(
             "INSERT INTO source_identity (id, provider_code, local_patient_id, first_feed_id, "
             "values_census_date) VALUES (999999, 'RXX', 'L000001', 1, '2024-06-30')"))
     engine.dispose()
+
+
+def _longest_stored_text(engine: Engine) -> dict[str, int]:
+    """The longest text each table holds that a person or page would be shown (0 when none)."""
+    with engine.connect() as connection:
+        return {
+            "source_identity": connection.execute(sa.text(
+                "SELECT COALESCE(MAX(LENGTH(local_patient_id) + COALESCE(LENGTH(family_name), 0) "
+                "+ COALESCE(LENGTH(given_name), 0)), 0) FROM source_identity")).scalar_one(),
+            "row_issue": connection.execute(sa.text(
+                "SELECT COALESCE(MAX(LENGTH(reason) + COALESCE(LENGTH(raw_value), 0) "
+                "+ COALESCE(LENGTH(raw_row), 0)), 0) FROM row_issue")).scalar_one(),
+            "feed": connection.execute(sa.text("SELECT MAX(LENGTH(message)) FROM feed")).scalar_one(),
+        }
+
+
+def test_a_150_mb_name_is_blanked_and_the_patient_stays_listed(store_engine: Engine, tmp_path: Path) -> None:
+    rows = good_rows(3)
+    rows[1] = good_row(2, given_name="A" * (150 * 2**20))
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    assert (result.status, result.rows_loaded, result.rows_rejected, result.rows_warned) == ("loaded", 3, 0, 1)
+    assert result.warnings == [{"row": 3, "column": "given_name", "kind": "too_long",
+                                "reason": "given_name is 157286400 characters long, more than its maximum "
+                                          "of 100: blanked"}]
+    with store_engine.connect() as connection:
+        given = connection.execute(sa.text(
+            "SELECT given_name FROM source_identity WHERE local_patient_id = 'L000002'")).scalar_one()
+    assert given is None
+    assert counts(store_engine)["pathway"] == 3
+    longest = _longest_stored_text(store_engine)
+    assert longest["source_identity"] < 200 and longest["row_issue"] < 200 and longest["feed"] < 200
+
+
+def test_an_over_long_local_patient_id_rejects_its_row_on_both_stores(store_engine: Engine, tmp_path: Path) -> None:
+    rows = good_rows(5)
+    rows[3] = good_row(4, local_patient_id="L" * 41)
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    assert (result.status, result.rows_loaded, result.rows_rejected) == ("loaded", 4, 1)
+    assert result.rejections == [{"row": 5, "column": "local_patient_id", "kind": "too_long",
+                                  "reason": "local_patient_id is 41 characters long, more than its maximum of 40"}]
+    state = counts(store_engine)
+    assert (state["pathway"], state["source_identity"]) == (4, 4)
+
+
+def test_every_field_loads_at_its_maximum_length_and_not_one_over_on_both_stores(
+    store_engine: Engine, tmp_path: Path
+) -> None:
+    """One row per field at exactly its maximum (two-byte characters: the store counts
+    characters) and one a character over; whatever the store's column sizes, the file loads,
+    values stored as sent are stored whole, and each over-long value is rejected or blanked."""
+    ruled = [f for f in FIELDS if f.invalid != "refuse"]
+    rows, number = [], 0
+    for field in ruled:
+        for extra in (0, 1):
+            number += 1
+            rows.append(good_row(number, **{field.name: "é" * (field.max_length + extra)}))
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows), settings=Settings(max_rejected_share=1.0))
+    assert result.status == "loaded", result.message
+    too_long = {(issue["row"] - 2, issue["column"]) for issue in result.rejections + result.warnings
+                if issue["kind"] == "too_long"}
+    assert too_long == {(2 * i + 1, field.name) for i, field in enumerate(ruled)}
+    rejected = {issue["row"] - 2 for issue in result.rejections if issue["kind"] == "too_long"}
+    assert rejected == {2 * i + 1 for i, field in enumerate(ruled) if field.invalid == "reject"}
+    stored_as_sent = {"pathway_id": "pathway", "referral_id": "pathway", "pathway_id_issuer": "pathway",
+                      "local_patient_id": "source_identity", "family_name": "source_identity",
+                      "given_name": "source_identity"}
+    with store_engine.connect() as connection:
+        for name, table in stored_as_sent.items():
+            longest = connection.execute(sa.text(f"SELECT MAX(LENGTH({name})) FROM {table}")).scalar_one()
+            assert longest == FIELDS_BY_NAME[name].max_length, name
+
+
+def test_a_headerless_file_is_refused_without_a_patient_value_in_any_record(
+    store_engine: Engine, tmp_path: Path
+) -> None:
+    rows = [good_row(n, family_name="Okonkwo-Baptiste", given_name="Precious") for n in range(1, 6)]
+    path = tmp_path / "ptl.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(list(row.values()) for row in rows)
+    result = _refused_leaves_store_untouched(store_engine, path)
+    assert result.refusal_kind == "missing_columns"
+    assert "the first line looks like data, not headers: it has values shaped like nhs_number" in result.message
+    with store_engine.connect() as connection:
+        recorded = " ".join(str(value) for row in connection.execute(sa.text(
+            "SELECT * FROM feed")).all() for value in row)
+        issues = connection.execute(sa.text("SELECT COUNT(*) FROM row_issue")).scalar_one()
+    said = json.dumps(result.as_json()) + recorded
+    # Every value of the first line but the provider's own code, which the feed is recorded under.
+    first_line = {value for name, value in rows[0].items() if len(value) >= 3 and name != "provider_code"}
+    assert {"9434765919", "Okonkwo-Baptiste", "Precious", "1960-03-04", "LS1 4AB", "L000001"} <= first_line
+    assert sorted(value for value in first_line if value in said) == []
+    assert issues == 0
