@@ -18,6 +18,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,8 +246,8 @@ def _part_chunks(archive: zipfile.ZipFile, part: zipfile.ZipInfo, allowance: int
                     raise FeedRefused(_unpacked_too_large(limits.max_unpacked_bytes + 1, limits),
                                       kind="too_large")
                 yield chunk
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError,
-            RuntimeError, ValueError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
+            NotImplementedError, RuntimeError, ValueError):
         raise FeedRefused("not a readable XLSX workbook (a part is damaged or encrypted)",
                           kind="unreadable") from None
 
