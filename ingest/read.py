@@ -354,23 +354,30 @@ def _read_xlsx(data: bytes, profile: Profile) -> pl.DataFrame:
 def _typed_dates(reader: object, sheet: str | int, text: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     """Write each typed date cell as a date in its column's format.
 
-    Asked for text, the reader writes a typed date cell as '1961-03-12 00:00:00'; asked for
-    datetimes, it gives typed date cells and nothing for text cells (but turns plain numbers into
-    dates, so both are needed: a typed cell is one with a datetime whose text has that form).
-    The format is the profile's `date_format`; without one, the format the column's text dates
-    are written in (so a column half typed, half text is in one format), or ISO."""
-    looks_typed = text.select(pl.all().str.contains(_TYPED_DATETIME).any()).row(0)
-    candidates = [i for i, hit in enumerate(looks_typed) if hit]
-    if not candidates:
-        return text
-    typed = pl.DataFrame(reader.load_sheet(  # type: ignore[attr-defined]
-        sheet, dtypes="datetime", use_columns=candidates, eager=True))
-    if typed.height != text.height or typed.width != len(candidates):
+    Asked for text, the reader writes a typed date cell as '1961-03-12 00:00:00'. A column whose
+    every value has that form is read as those dates (text in that form can only mean the same
+    date). A column where only some do is read again as datetimes, which gives typed cells and
+    nothing for text cells (but turns plain numbers into dates: a typed cell is one with both),
+    so text in the column keeps its own spelling. The format is the profile's `date_format`;
+    without one, the format of the column's text dates (so a column half typed, half text is
+    in one format), or ISO. A second read costs as much as the first: only such mixed columns
+    pay it."""
+    hits = text.select(pl.all().str.contains(_TYPED_DATETIME).sum()).row(0)
+    filled = text.select(pl.all().count()).row(0)
+    whole = [i for i, (hit, count) in enumerate(zip(hits, filled, strict=True)) if hit and hit == count]
+    mixed = [i for i, (hit, count) in enumerate(zip(hits, filled, strict=True)) if 0 < hit < count]
+    moments = {i: text.to_series(i).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False) for i in whole}
+    if mixed:
+        typed = pl.DataFrame(reader.load_sheet(  # type: ignore[attr-defined]
+            sheet, dtypes="datetime", use_columns=mixed, eager=True))
+        if typed.height == text.height and typed.width == len(mixed):
+            moments.update(zip(mixed, typed.get_columns(), strict=True))
+    if not moments:
         return text
     from ingest.validate import column_date_format  # the one rule for a column's date format
 
     replaced: list[pl.Series] = []
-    for position, moment in zip(candidates, typed.get_columns(), strict=True):
+    for position, moment in sorted(moments.items()):
         cell = text.to_series(position)
         is_typed = (moment.is_not_null() & cell.str.contains(_TYPED_DATETIME)).fill_null(False)
         text_dates = cell.filter(~is_typed).drop_nulls()

@@ -37,7 +37,7 @@ class Settings:
         "untrusted", "PTL_READ_IN_CHILD", "untrusted: parse files from uploads, drop folders and MESH (and every XLSX) in a child process with the memory and time limits below; always: every file, `ptl ingest` CSV and Parquet too"
     )
     read_memory_mb: int = _setting(
-        4096, "PTL_READ_MEMORY_MB", "memory (data segment) the child process reading a file may use; a file that needs more is refused"
+        6144, "PTL_READ_MEMORY_MB", "memory (data segment) the child process reading a file may use; a file that needs more is refused (a 1 M-row, 34-column XLSX peaks at 3.2 GiB)"
     )
     read_seconds: int = _setting(300, "PTL_READ_SECONDS", "time the child process reading a file may take; a file that takes longer is refused")
     read_max_cells: int = _setting(
