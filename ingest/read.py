@@ -140,6 +140,8 @@ def _reader_failure(fmt: str, exc: BaseException) -> str:
             return "a line has more fields than the header line"
         if "utf-8" in text or "utf8" in text or isinstance(exc, UnicodeError):
             return "its text is not in the declared encoding"
+        if "duplicate" in text:
+            return "two columns have the same header"
         if "quot" in text:
             return "a quoted field is not closed"
         return "check it is delimited text with one header line"

@@ -24,6 +24,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def read_in_child(path: Path, profile: Profile, limits: ReadLimits, *, memory_mb
         "memory_mb": memory_mb,
         "columns": {},  # the reader does not map columns; Profile needs the field
     }
-    frame_file = os.memfd_create("ptl-untrusted-frame", os.MFD_CLOEXEC)
+    frame_file = _frame_file()
     try:
         # A fresh interpreter, never fork: the caller runs Polars' threads (and, in the API,
         # an event loop) that a forked child would inherit half-held.
@@ -116,12 +117,21 @@ def _crash_message(name: str, returncode: int, memory_mb: int) -> str:
     return f"{name}: the file could not be read: the reader stopped unexpectedly (exit status {returncode})"
 
 
+def _frame_file() -> int:
+    """An anonymous file for the child's frame: memory on Linux (nothing on disk, nothing left
+    if either process dies); elsewhere an unlinked temporary file."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("ptl-untrusted-frame", os.MFD_CLOEXEC)
+    return os.dup(tempfile.TemporaryFile().fileno())
+
+
 def _mapped_frame(frame_file: int) -> pl.DataFrame:
     """The child's frame, mapped from the memory file rather than copied out of it (Arrow
     keeps the mapping alive while the frame uses it)."""
     import pyarrow as pa
 
-    with pa.memory_map(f"/proc/self/fd/{frame_file}") as source:
+    where = f"/proc/self/fd/{frame_file}" if os.path.exists("/proc/self/fd") else f"/dev/fd/{frame_file}"
+    with pa.memory_map(where) as source:
         table = pa.ipc.open_file(source).read_all()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -131,7 +141,10 @@ def _mapped_frame(frame_file: int) -> pl.DataFrame:
 def _confine(memory_mb: int) -> None:
     """Limit this (child) process: its data segment, and no core file of patient data."""
     limit = memory_mb << 20
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    except (ValueError, OSError):  # a system without a data limit (not Linux): the address space
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 

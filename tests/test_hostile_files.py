@@ -213,6 +213,13 @@ def test_files_that_are_not_workbooks_are_refused_with_a_reason(tmp_path: Path, 
     assert refusal.kind == "unreadable"
 
 
+def test_a_workbook_whose_sheet_is_not_xml_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    broken = '<row r="2"><c r="A2" t="inlineStr"><is><t>9434765919 Smith LS1 4AB</t></x></c></row>'
+    path = _write(tmp_path / "ptl.xlsx", workbook_bytes(_PATIENT_ROWS + broken))
+    refusal = _refused_in_child(path)
+    assert str(refusal) == "ptl.xlsx: not a readable XLSX file (it is damaged or not an Excel workbook)"
+
+
 def _zip(parts: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

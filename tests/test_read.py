@@ -204,12 +204,20 @@ def test_parquet_date_and_datetime_columns_load_whatever_the_date_format(
         (dt.date(2024, 1, 15), dt.date(1960, 3, 4), "9434765919")}
 
 
-def test_reader_errors_quote_nothing_from_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"nhs_number,family_name\n9434765919,Smith\n9434765919,Smith,LS1 4AB,1960-03-04\n",
+     "a line has more fields than the header line"),
+    (b'nhs_number,family_name\n9434765919,"Smith\n9434765919,Smith LS1 4AB 1960-03-04\n',
+     "check it is delimited text with one header line"),
+], ids=["ragged", "unclosed-quote"])
+def test_reader_errors_quote_nothing_from_the_file(tmp_path: Path, content: bytes, reason: str) -> None:
+    """The reader's own message quoted the offending line (a patient's values) into the feed
+    record, the API and drop-folder sidecars."""
     path = tmp_path / "ptl.csv"
-    path.write_text("nhs_number,family_name\n9434765919,Smith\n9434765919,Smith,LS1 4AB,1960-03-04\n")
+    path.write_bytes(content)
     with pytest.raises(FeedRefused) as refused:
         read_extract(path, CANONICAL)
     message = str(refused.value)
-    assert "a line has more fields than the header line" in message
+    assert f"ptl.csv: not a readable CSV file ({reason})" == message
     for value in ("9434765919", "Smith", "LS1 4AB", "1960-03-04"):
         assert value not in message
