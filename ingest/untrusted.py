@@ -86,11 +86,13 @@ def read_in_child(path: Path, profile: Profile, limits: ReadLimits, *, memory_mb
         try:
             answer, _ = child.communicate(json.dumps(request).encode(), timeout=seconds)
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
             raise FeedRefused(
                 f"{path.name}: the file could not be read within the time limit of {seconds:g} s "
                 "(setting PTL_READ_SECONDS); it is too large or malformed", kind="too_large") from None
+        finally:
+            if child.poll() is None:  # overran, or this thread was interrupted: no reader left behind
+                child.kill()
+                child.communicate()
         outcome = _outcome(answer)
         if outcome is None:
             raise FeedRefused(_crash_message(path.name, child.returncode, memory_mb), kind="too_large")
