@@ -221,3 +221,11 @@ def test_reader_errors_quote_nothing_from_the_file(tmp_path: Path, content: byte
     assert f"ptl.csv: not a readable CSV file ({reason})" == message
     for value in ("9434765919", "Smith", "LS1 4AB", "1960-03-04"):
         assert value not in message
+
+
+def test_a_sheet_the_workbook_lacks_is_named_in_the_refusal(tmp_path: Path) -> None:
+    path = tmp_path / "ptl.xlsx"
+    pl.DataFrame(good_rows(2)).write_excel(path, worksheet="Cover")
+    profile = parse_profile({"sheet": "PTL", "columns": {f: f for f in CANONICAL.columns}})
+    with pytest.raises(FeedRefused, match=r"ptl.xlsx: the workbook has no sheet named 'PTL' \(the profile's `sheet`\)"):
+        read_extract(path, profile)
