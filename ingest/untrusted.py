@@ -19,6 +19,7 @@ no frame to hand over; `PTL_READ_IN_CHILD=always` isolates those too).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import signal
@@ -35,6 +36,8 @@ from ingest.errors import FeedRefused
 from ingest.profiles import Profile
 from ingest.read import Extract, ReadLimits, file_format_of, read_extract
 from ptl.settings import Settings
+
+log = logging.getLogger("ptl.ingest")
 
 #: Sources whose files an operator chose to load (every other source is from outside).
 OPERATOR_SOURCES = frozenset({"cli"})
@@ -95,7 +98,9 @@ def read_in_child(path: Path, profile: Profile, limits: ReadLimits, *, memory_mb
                 child.communicate()
         outcome = _outcome(answer)
         if outcome is None:
-            raise FeedRefused(_crash_message(path.name, child.returncode, memory_mb), kind="too_large")
+            # What the child printed is not kept (it may quote the file): its exit status is all.
+            log.warning("file reader process failed", extra={"exit_status": child.returncode})
+            raise _crash_refusal(path.name, child.returncode, memory_mb)
         if outcome["status"] == "refused":
             raise FeedRefused(str(outcome["message"]), kind=str(outcome["kind"]))
         frame = _mapped_frame(frame_file)
@@ -112,11 +117,14 @@ def _outcome(answer: bytes) -> dict[str, Any] | None:
     return outcome if isinstance(outcome, dict) and outcome.get("status") in ("read", "refused") else None
 
 
-def _crash_message(name: str, returncode: int, memory_mb: int) -> str:
+def _crash_refusal(name: str, returncode: int, memory_mb: int) -> FeedRefused:
+    """What a child that ended without an answer means: a refused allocation aborts it (Rust
+    aborts, Python exits 134 here), the kernel's out-of-memory killer kills it."""
     if returncode in (-signal.SIGABRT, -signal.SIGKILL, -signal.SIGSEGV, -signal.SIGBUS, 134, 137):
-        return (f"{name}: the file could not be read within the memory limit of {memory_mb:,} MB "
-                "(setting PTL_READ_MEMORY_MB); it is too large or malformed")
-    return f"{name}: the file could not be read: the reader stopped unexpectedly (exit status {returncode})"
+        return FeedRefused(f"{name}: the file could not be read within the memory limit of {memory_mb:,} MB "
+                           "(setting PTL_READ_MEMORY_MB); it is too large or malformed", kind="too_large")
+    return FeedRefused(f"{name}: the file could not be read: the reader stopped unexpectedly "
+                       f"(exit status {returncode})", kind="unreadable")
 
 
 def _frame_file() -> int:
