@@ -16,7 +16,6 @@ rejections, or any failure, rolls the whole load back.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,8 @@ from ingest.errors import FeedRefused
 from ingest.feed_writes import loaded_feed_with_sha
 from ingest.load import FeedLoad, FeedRecord, record_refused
 from ingest.profiles import Profile, load_profile
-from ingest.read import file_format_of, read_extract
+from ingest.read import file_format_of, sha256_of
+from ingest.untrusted import read_extract_from, reads_in_child
 from ingest.validate import display_postcode, map_columns, plan_validation, validate_batch
 from ptl.refdata.imd import imd_lookup
 from ptl.refdata.postcodes import postcode_lookup
@@ -191,18 +191,21 @@ def ingest_file(
     load: FeedLoad | None = None
     try:
         record.file_format = file_format_of(path)
+        # A file from outside is parsed in a child process and never read into this one.
+        in_child = reads_in_child(source, record.file_format, settings)
         try:
-            data = path.read_bytes()
+            data = None if in_child else path.read_bytes()
+            path.open("rb").close()
         except OSError as exc:
             raise FeedRefused(f"{name}: cannot be read ({exc.strerror})", kind="unreadable") from None
         say(f"reading {name}")
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1) as hashing:  # hashlib and Polars both release the GIL
-            digest = hashing.submit(hashlib.sha256, data)
+            digest = hashing.submit(sha256_of, path if data is None else data)
             try:
-                extract = read_extract(path, resolved, data)
+                extract = read_extract_from(source, path, resolved, settings, data)
             finally:
-                record.sha256 = digest.result().hexdigest()
+                record.sha256 = digest.result()
         del data
         # One chunk per column, made while nothing else holds the parsed chunks (a CSV parses
         # into one chunk per thread-sized piece) and the file's bytes are gone: batches are

@@ -32,6 +32,20 @@ class Settings:
     sqlite_writer_process_rows: int = _setting(
         50_000, "PTL_SQLITE_WRITER_PROCESS_ROWS", "SQLite store: files with at least this many rows are written by a short-lived writer process through ADBC (several times faster than Python's sqlite3); smaller ones directly"
     )
+    # Reading files from outside (ingest/untrusted.py, ingest/read.py)
+    read_in_child: str = _setting(
+        "untrusted", "PTL_READ_IN_CHILD", "untrusted: parse files from uploads, drop folders and MESH (and every XLSX) in a child process with the memory and time limits below; always: every file, `ptl ingest` CSV and Parquet too"
+    )
+    read_memory_mb: int = _setting(
+        6144, "PTL_READ_MEMORY_MB", "memory (data segment) the child process reading a file may use; a file that needs more is refused (a 1 M-row, 34-column XLSX peaks at 3.2 GiB)"
+    )
+    read_seconds: int = _setting(300, "PTL_READ_SECONDS", "time the child process reading a file may take; a file that takes longer is refused")
+    read_max_cells: int = _setting(
+        40_000_000, "PTL_READ_MAX_CELLS", "most cells (rows × columns) an XLSX sheet may declare, and shared strings it may hold (a full 1,048,576-row sheet of 38 columns fits)"
+    )
+    read_max_unpacked_mb: int = _setting(
+        3072, "PTL_READ_MAX_UNPACKED_MB", "most an XLSX may unpack to, all its parts together (a 1 M-row, 34-column sheet is about 1.6 GB)"
+    )
     log_format: str = _setting("auto", "PTL_LOG_FORMAT", "json, text or auto (JSON when not on a terminal)")
     log_level: str = _setting("INFO", "PTL_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     # Identity linking (issue: patient identity across providers)
