@@ -1,5 +1,6 @@
 """Answering as JSON or CSV: `?format=csv` or `Accept: text/csv` picks CSV, streamed in chunks
-so a whole-system export never sits in memory as one string."""
+so a whole-system export never sits in memory as one string. Every text cell of every CSV goes
+through `ptl.spreadsheet.formula_safe`, so no cell runs as a formula where it is opened."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import polars as pl
 from litestar import Request
 from litestar.params import Parameter
 from litestar.response import Stream
+
+from ptl.spreadsheet import formula_safe_frame
 
 CSV_MEDIA_TYPE = "text/csv"
 CSV_CHUNK_ROWS = 20_000
@@ -29,7 +32,8 @@ def wants_csv(request: Request[Any, Any, Any], output: str | None) -> bool:
 
 
 def _flat(frame: pl.DataFrame) -> pl.DataFrame:
-    """CSV has no nested values: lists become `;`-joined text, structs JSON text."""
+    """CSV has no nested values: lists become `;`-joined text, structs JSON text; then every
+    text cell is made safe to open in a spreadsheet."""
     columns: list[pl.Expr] = []
     for name, dtype in frame.schema.items():
         if isinstance(dtype, pl.List):
@@ -38,7 +42,7 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
             columns.append(pl.col(name).struct.json_encode().alias(name))
         else:
             columns.append(pl.col(name))
-    return frame.select(columns)
+    return formula_safe_frame(frame.select(columns))
 
 
 def csv_chunks(frame: pl.DataFrame, chunk_rows: int = CSV_CHUNK_ROWS) -> Iterator[bytes]:
