@@ -21,11 +21,8 @@ from api.context import ApiContext
 from api.feeds import FeedsController
 from api.health import health, ready
 from api.keys import KeysController
-from api.problems import (
-    http_exception_handler,
-    refuse_control_characters,
-    unexpected_exception_handler,
-)
+from api.problems import http_exception_handler, unexpected_exception_handler
+from api.request_limits import refuse_malformed_requests
 from ptl.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -87,7 +84,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         state=_state(context),
         on_shutdown=[context.close],
         request_max_body_size=MAX_REQUEST_BYTES,
-        before_request=refuse_control_characters,
+        before_request=refuse_malformed_requests,
         debug=False,
         # Logging is ptl.logs' (JSON off a terminal, no patient values); Litestar's own
         # configuration would replace it with its plain format.
