@@ -21,6 +21,7 @@ from api.context import ApiContext
 from api.feeds import FeedsController
 from api.health import health, ready
 from api.keys import KeysController
+from api.openapi_answers import document_answers
 from api.problems import http_exception_handler, unexpected_exception_handler
 from api.request_limits import refuse_malformed_requests
 from ptl.settings import Settings
@@ -77,7 +78,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         exception_handlers={HTTPException: http_exception_handler, Exception: unexpected_exception_handler},
         openapi_config=OpenAPIConfig(
             title="Shared PTL API", version="1.0.0", description=_DESCRIPTION, path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), JsonRenderPlugin()],
+            render_plugins=[SwaggerRenderPlugin(), JsonRenderPlugin()], create_examples=True,
             components=Components(security_schemes={"apiKey": SecurityScheme(
                 type="http", scheme="bearer", description="an API key from `ptl keys create`")}),
         ),
@@ -91,6 +92,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         logging_config=None,
     )
     app.before_send.append(_options_allow_every_method(app))
+    document_answers(app.openapi_schema)
     return app
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.context import ApiContext, api_context
-from api.formats import FormatParam, csv_response, wants_csv
+from api.formats import FormatParam, csv_response, stored_time, wants_csv
 from api.guards import allow
 from api.pagination import MAX_ID, MAX_LIMIT
 from api.problems import ProblemError, log_failure
@@ -128,7 +128,7 @@ def _summary(feed: Feed, current: bool) -> FeedSummary:
         status=feed.status, current=current, filename=feed.filename, file_format=feed.file_format,
         profile=feed.profile, source=feed.source, sha256=feed.sha256, rows_read=feed.rows_read,
         rows_loaded=feed.rows_loaded, rows_rejected=feed.rows_rejected, rows_warned=feed.rows_warned,
-        received_at=feed.received_at, read_seconds=feed.read_seconds,
+        received_at=stored_time(feed.received_at), read_seconds=feed.read_seconds,
         validate_seconds=feed.validate_seconds, load_seconds=feed.load_seconds, message=feed.message,
     )
 

@@ -4,8 +4,9 @@ through `ptl.spreadsheet.formula_safe`, so no cell runs as a formula where it is
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import polars as pl
 from litestar import Request
@@ -59,6 +60,16 @@ def csv_response(frame: pl.DataFrame, filename: str, headers: dict[str, str] | N
         csv_chunks(frame), media_type=CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}.csv"', **(headers or {})},
     )
+
+
+@overload
+def stored_time(value: dt.datetime) -> dt.datetime: ...
+@overload
+def stored_time(value: None) -> None: ...
+def stored_time(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read from the store, with its zone: every stored time is UTC, and SQLite hands
+    them back without one (the document promises RFC 3339 date-times, which carry an offset)."""
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 def rows_of(frame: pl.DataFrame) -> list[dict[str, Any]]:

@@ -70,6 +70,10 @@ class ProblemError(HTTPException):
         self.reference = reference
 
 
+def problem_title(status: int) -> str:
+    return _KINDS.get(status, ("error", "Error"))[1]
+
+
 def problem_type(status: int) -> str:
     slug = _KINDS.get(status, ("error", ""))[0]
     return f"urn:ptl:problem:{slug}"
@@ -77,8 +81,7 @@ def problem_type(status: int) -> str:
 
 def problem_response(status: int, detail: str, *, instance: str | None = None,
                      headers: dict[str, str] | None = None, **extensions: Any) -> Response[Problem]:
-    title = _KINDS.get(status, ("error", "Error"))[1]
-    body = Problem(type=problem_type(status), title=title, status=status, detail=detail,
+    body = Problem(type=problem_type(status), title=problem_title(status), status=status, detail=detail,
                    instance=instance, **extensions)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
