@@ -28,8 +28,8 @@ def formula_safe(text: pl.Expr) -> pl.Expr:
     """`text` (a String expression) with every cell that a spreadsheet would run as a formula
     prefixed with `'`; other cells, plain numbers and nulls unchanged."""
     runs = text.str.contains(_STARTS_WITH_TRIGGER) & ~text.str.contains(_PLAIN_NUMBER)
-    # `replace` at `^` rather than `lit + text`, so the result keeps the column's name.
-    return pl.when(runs).then(text.str.replace("^", _PREFIX)).otherwise(text)
+    # `name.keep`: the result is named for the column, not for the prefix literal.
+    return pl.when(runs).then(pl.concat_str([pl.lit(_PREFIX), text])).otherwise(text).name.keep()
 
 
 def formula_safe_frame(frame: pl.DataFrame) -> pl.DataFrame:
