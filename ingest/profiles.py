@@ -120,7 +120,8 @@ def parse_profile_text(text: str, source: str = "profile") -> Profile:
     The text is untrusted: more than `MAX_PROFILE_BYTES`, or arrays, tables or dotted keys
     nested deeper than `MAX_PROFILE_DEPTH`, is refused with a `ProfileError` like any other
     problem, never a parser's `RecursionError`."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_PROFILE_BYTES:
+    # Characters first (each is at least a byte), so a huge text is refused without a copy.
+    if len(text) > MAX_PROFILE_BYTES or len(text.encode("utf-8", errors="replace")) > MAX_PROFILE_BYTES:
         raise ProfileError(f"profile {source} is larger than {MAX_PROFILE_BYTES // 1024} KiB; a profile "
                            "maps columns and values, a few kilobytes")
     too_deep = ProfileError(f"profile {source} nests tables or arrays more than {MAX_PROFILE_DEPTH} "
