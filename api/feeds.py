@@ -385,7 +385,10 @@ def _feed_record(client: Client, received: _Received, status: str, message: str)
         "provider_code": client.organisation_code, "census_date": received.census_date,
         "filename": received.filename, "sha256": received.sha256,
         "file_format": FORMATS.get(received.suffix, "unknown"), "profile": _profile_name(received.profile_text),
-        "source": "api", "status": status, "message": message, "received_at": dt.datetime.now(dt.UTC),
+        "source": "api", "status": status, "received_at": dt.datetime.now(dt.UTC),
+        # A reason may quote what the client sent (a profile's keys, a provider code), and
+        # PostgreSQL holds no NUL in text: the feed would go unrecorded.
+        "message": message.replace("\x00", "\\x00"),
     }
 
 

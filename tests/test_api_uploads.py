@@ -64,6 +64,9 @@ _DOTTED_TOML = "[" + ".".join(["columns"] * 20_000) + "]\n"
     ("ptl.csv", "profile", {"profile": _DOTTED_TOML}, 400, "levels deep"),
     ("ptl.csv", "profile", {"profile": "x = '" + "a" * 300_000 + "'"}, 400, "larger than"),
     ("ptl.csv", "other_provider", {"provider": "RBB"}, 403, "its own organisation"),
+    # A NUL quoted in the reason once left the refusal unrecorded on PostgreSQL (a 500).
+    ("ptl.csv", "other_provider", {"provider": "R\x00B"}, 403, "its own organisation"),
+    ("ptl.csv", "profile", {"profile": '"\\u0000" = 1\n[columns]\n'}, 400, "unknown setting"),
 ])
 def test_an_upload_refused_before_reading_is_recorded_and_audited(
         api_system: ApiSystem, tmp_path: Path, name: str, kind: str, fields: dict[str, str], status: int,
