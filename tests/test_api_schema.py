@@ -8,7 +8,8 @@ headers and body schema, 405 with `Allow` for a method a route does not take.
 
 Deterministic by default (a fixed seed, no example database) so CI judges the code, not the
 dice; `PTL_TEST_EXPLORE=1` searches afresh, `PTL_TEST_EXAMPLES_PER_OPERATION` (default 6) sets
-the fuzzing and stateful budget. Every fault it has found is fixed at its cause.
+the fuzzing and stateful budget. About 2,000 requests a role, 30 s a backend on two cores.
+Every fault it has found is fixed at its cause.
 
 Two checks stay off: `positive_data_acceptance` and `negative_data_rejection` judge whether
 the document states every validation rule (ODS code shapes, which treatment function a view
