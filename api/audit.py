@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from sqlalchemy import select
 
 from api.context import api_context
-from api.formats import FormatParam, csv_response, wants_csv
+from api.formats import FormatParam, csv_response, stored_time, wants_csv
 from api.guards import allow
 from api.pagination import MAX_LIMIT, decode_cursor, encode_cursor, is_store_int
 from api.problems import ProblemError
@@ -77,7 +77,7 @@ class AuditController(Controller):
         with api_context(request).engine.connect() as connection:
             events = connection.execute(query).all()
         items = [
-            AuditItem(id=e.id, occurred_at=e.occurred_at, key_id=e.key_id,
+            AuditItem(id=e.id, occurred_at=stored_time(e.occurred_at), key_id=e.key_id,
                       organisation_code=e.organisation_code, role=e.role, action=e.action, method=e.method,
                       endpoint=e.endpoint, filters=msgspec.json.decode(e.filters) if e.filters else None,
                       row_count=e.row_count, status_code=e.status_code)

@@ -2,7 +2,11 @@
 
 The upload runs `ingest_file` exactly as `ptl ingest` does (source `api`), so the answer is the
 same: 201 loaded, 200 already loaded (same file), 422 refused with the reasons. A provider key
-uploads for its own organisation only.
+uploads for its own organisation only. An upload refused before its rows are read (a file type
+we do not read, an empty file, an unusable profile, another provider's name) is a 400 (403)
+problem, and one the service fails on is a 500 problem with a reference; either way a feed is
+recorded (status `refused` or `failed`, with the reason, file name and sha256) and the upload is
+audited, and no message quotes the file's contents.
 
 Rejection reasons quote the value that was wrong, which for identity columns is patient data:
 those reasons go only to the identifiable tier for that provider (`icb`, the provider itself),
@@ -12,12 +16,12 @@ and are audited; admins see the rest with identity values withheld.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import polars as pl
@@ -29,17 +33,21 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.context import api_context
-from api.formats import FormatParam, csv_response, wants_csv
+from api.context import ApiContext, api_context
+from api.formats import FormatParam, csv_response, stored_time, wants_csv
 from api.guards import allow
 from api.pagination import MAX_ID, MAX_LIMIT
-from api.problems import ProblemError
+from api.problems import ProblemError, log_failure
+from ingest.errors import ProfileError
 from ptl.fields import IDENTIFIABLE_FIELDS
 from ptl.store.access import Client
 from ptl.store.models import CurrentSnapshot, Feed, RowIssue
 
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestResult
+    from ingest.profiles import Profile
+
 _WITHHELD = "value withheld: an identity field (the provider and the ICB see it in full)"
-_SUFFIXES = {".csv", ".txt", ".xlsx", ".parquet"}
 
 
 class FeedSummary(msgspec.Struct):
@@ -123,7 +131,7 @@ def _summary(feed: Feed, current: bool) -> FeedSummary:
         status=feed.status, current=current, filename=feed.filename, file_format=feed.file_format,
         profile=feed.profile, source=feed.source, sha256=feed.sha256, rows_read=feed.rows_read,
         rows_loaded=feed.rows_loaded, rows_rejected=feed.rows_rejected, rows_warned=feed.rows_warned,
-        received_at=feed.received_at, read_seconds=feed.read_seconds,
+        received_at=stored_time(feed.received_at), read_seconds=feed.read_seconds,
         validate_seconds=feed.validate_seconds, load_seconds=feed.load_seconds, message=feed.message,
     )
 
@@ -236,64 +244,194 @@ class FeedsController(Controller):
     ) -> Response[IngestAnswer]:
         import anyio
 
-        client = request.user
-        if data.provider and data.provider.strip().upper() != client.organisation_code:
-            raise ProblemError(403, f"a provider key uploads for its own organisation only "
-                                    f"({client.organisation_code}); {data.provider.strip().upper()} "
-                                    "must send its own extract with its own key")
         upload = data.file
         if not isinstance(upload, UploadFile):
             raise ProblemError(400, "send the extract as the multipart field `file`")
         content = await upload.read()
-        return await anyio.to_thread.run_sync(
-            self._ingest, request, client, content, upload.filename or "upload.csv", data.profile, data.census_date)
+        received = _Received(filename=_safe_filename(upload.filename or "upload.csv"), content=content,
+                             profile_text=data.profile, census_date=data.census_date,
+                             provider=data.provider)
+        return await anyio.to_thread.run_sync(self._ingest, request, received)
 
-    def _ingest(self, request: Request[Client, Any, Any], client: Client, content: bytes, filename: str,
-                profile_text: str, census_date: dt.date | None) -> Response[IngestAnswer]:
-        from ingest.errors import ProfileError
-        from ingest.pipeline import ingest_file
-        from ingest.profiles import BUILTIN_PROFILES, Profile, load_profile, parse_profile
-
+    def _ingest(self, request: Request[Client, Any, Any], received: _Received) -> Response[IngestAnswer]:
+        """Refuse what cannot be ingested, ingest the rest; every outcome leaves a feed record
+        and an audit event (blocking: runs in a worker thread)."""
         context = api_context(request)
-        name = re.sub(r"[^A-Za-z0-9._ -]", "_", Path(filename.replace("\\", "/")).name)[:200] or "upload.csv"
-        suffix = Path(name).suffix.lower()
-        if suffix not in _SUFFIXES:
-            raise ProblemError(400, f"'{name}' is not a CSV, XLSX or Parquet file: name it with one of "
-                                    f"{', '.join(sorted(_SUFFIXES))}")
-        if not content:
-            raise ProblemError(400, "the uploaded file is empty")
-        profile: Profile
         try:
-            text = profile_text.strip()
-            if text in BUILTIN_PROFILES:
-                profile = load_profile(text)
-            elif "=" in text or "\n" in text:
-                # A TOML profile sent as text; never a path (that would read the server's files).
-                profile = parse_profile(tomllib.loads(text), source="uploaded profile")
-            else:
-                raise ProblemError(400, f"profile '{text[:40]}' is not known: send `wlmds`, `canonical` "
-                                        "or the text of a TOML profile")
-        except tomllib.TOMLDecodeError as exc:
-            raise ProblemError(400, f"the profile is not valid TOML: {exc}") from None
-        except ProfileError as exc:
-            raise ProblemError(400, str(exc)) from None
+            profile = _check_upload(request.user, received)
+            result = self._run_ingest(context, request.user, received, profile)
+        except UploadRefused as refusal:
+            feed_id = _record_feed(context, request.user, received, "refused", refusal.reason)
+            _audit_upload(request, feed_id, "refused", refusal.status, reason=refusal.kind)
+            raise ProblemError(refusal.status, f"{refusal.reason} (recorded as feed {feed_id})",
+                               feed=_unloaded_answer(request.user, received, feed_id, "refused",
+                                                     refusal.reason)) from None
+        except Exception as exc:  # noqa: BLE001 - any other failure is the service's, recorded
+            reference = log_failure(request, exc)
+            message = (f"the upload could not be processed: the service failed (reference {reference}); "
+                       "nothing was loaded and the previous snapshot stays current. Quote the reference "
+                       "to the service team")
+            failed_id = _record_failure(context, request.user, received, message)
+            if failed_id is not None:
+                _audit_upload(request, failed_id, "failed", 500, reason=type(exc).__name__)
+            recorded = f"recorded as feed {failed_id}" if failed_id is not None else "not recorded: the store failed"
+            raise ProblemError(500, f"{message} ({recorded})", reference=reference,
+                               feed=_unloaded_answer(request.user, received, failed_id, "failed", message)
+                               ) from None
+        return self._answer(request, result)
+
+    @staticmethod
+    def _run_ingest(context: ApiContext, client: Client, received: _Received, profile: Profile) -> IngestResult:
+        from ingest.pipeline import ingest_file
+
         with tempfile.TemporaryDirectory(prefix="ptl-upload-") as folder:
-            path = Path(folder) / f"extract{suffix}"
-            path.write_bytes(content)
+            path = Path(folder) / f"extract{received.suffix}"
+            path.write_bytes(received.content)
             try:
-                result = ingest_file(
+                return ingest_file(
                     context.engine, path, provider_code=client.organisation_code, profile=profile,
-                    census_date=census_date, source="api", settings=context.settings, filename=name,
+                    census_date=received.census_date, source="api", settings=context.settings,
+                    filename=received.filename,
                 )
             except ProfileError as exc:
-                raise ProblemError(400, str(exc)) from None
-        context.data_changed()
+                raise UploadRefused(str(exc), kind="profile") from None
+            finally:
+                context.data_changed()
+
+    @staticmethod
+    def _answer(request: Request[Client, Any, Any], result: IngestResult) -> Response[IngestAnswer]:
+        """The pipeline's answer, audited: 201 loaded, 200 duplicate, 422 refused."""
         answer = result.as_json()
         status = {"loaded": HTTP_201_CREATED, "duplicate": HTTP_200_OK}.get(result.status, 422)
-        context.audit(request, rows=result.rows_loaded, action="upload", status_code=status,
-                      filters={"feed_id": result.feed_id, "status": result.status,
-                               "census_date": answer["census_date"]})
+        api_context(request).audit(request, rows=result.rows_loaded, action="upload", status_code=status,
+                                   filters={"feed_id": result.feed_id, "status": result.status,
+                                            "census_date": answer["census_date"]})
         if result.status == "refused":
             raise ProblemError(422, f"{result.message} (feed {result.feed_id}; every row: "
                                     f"GET /api/v1/feeds/{result.feed_id})", feed=answer)
         return Response(msgspec.convert(answer, IngestAnswer), status_code=status)
+
+
+@dataclass
+class _Received:
+    """An upload as it arrived (the file's bytes and the form's other fields)."""
+
+    filename: str
+    content: bytes
+    profile_text: str
+    census_date: dt.date | None
+    provider: str | None
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.filename).suffix.lower()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+class UploadRefused(Exception):
+    """An upload refused before its rows are read: the request's own fault, said to the client
+    and recorded as a refused feed. `reason` names what to fix and never quotes the file."""
+
+    def __init__(self, reason: str, *, kind: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+        self.status = status
+
+
+def _safe_filename(filename: str) -> str:
+    """The sent name without folders or characters that could confuse a path or a log."""
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", Path(filename.replace("\\", "/")).name)[:200] or "upload.csv"
+
+
+def _check_upload(client: Client, received: _Received) -> Profile:
+    """The profile to read the upload with, once the upload is one that can be ingested."""
+    from ingest.read import FORMATS
+
+    if received.provider and received.provider.strip().upper() != client.organisation_code:
+        raise UploadRefused(
+            f"a provider key uploads for its own organisation only ({client.organisation_code}); "
+            f"{received.provider.strip().upper()[:12]} must send its own extract with its own key",
+            kind="other_provider", status=403)
+    if received.suffix not in FORMATS:
+        raise UploadRefused(f"'{received.filename}' is not a CSV, XLSX or Parquet file: name it with one of "
+                            f"{', '.join(sorted(FORMATS))}", kind="file_type")
+    if not received.content:
+        raise UploadRefused("the uploaded file is empty", kind="empty")
+    return _upload_profile(received.profile_text)
+
+
+def _upload_profile(profile_text: str) -> Profile:
+    """`wlmds`, `canonical` or the text of a TOML profile; never a path (that would read the
+    server's files)."""
+    from ingest.profiles import BUILTIN_PROFILES, load_profile, parse_profile_text
+
+    text = profile_text.strip()
+    try:
+        if text in BUILTIN_PROFILES:
+            return load_profile(text)
+        if any(mark in text for mark in ("=", "\n", "[")):
+            return parse_profile_text(text, source="uploaded profile")
+    except ProfileError as exc:
+        raise UploadRefused(str(exc), kind="profile") from None
+    raise UploadRefused("the profile is not known: send `wlmds`, `canonical` or the text of a TOML profile",
+                        kind="profile")
+
+
+def _feed_record(client: Client, received: _Received, status: str, message: str) -> dict[str, Any]:
+    from ingest.read import FORMATS
+
+    return {
+        "provider_code": client.organisation_code, "census_date": received.census_date,
+        "filename": received.filename, "sha256": received.sha256,
+        "file_format": FORMATS.get(received.suffix, "unknown"), "profile": _profile_name(received.profile_text),
+        "source": "api", "status": status, "received_at": dt.datetime.now(dt.UTC),
+        # A reason may quote what the client sent (a profile's keys, a provider code), and
+        # PostgreSQL holds no NUL in text: the feed would go unrecorded.
+        "message": message.replace("\x00", "\\x00"),
+    }
+
+
+def _profile_name(profile_text: str) -> str:
+    from ingest.profiles import BUILTIN_PROFILES
+
+    text = profile_text.strip()
+    return text if text in BUILTIN_PROFILES else "uploaded profile"
+
+
+def _record_feed(context: ApiContext, client: Client, received: _Received, status: str, message: str) -> int:
+    """Record an upload that loaded nothing (refused or failed) as a feed of the key's provider."""
+    from ingest.feed_writes import ensure_organisation, insert_feed
+
+    with context.engine.begin() as connection:
+        ensure_organisation(connection, client.organisation_code)
+        return insert_feed(connection, _feed_record(client, received, status, message))
+
+
+def _record_failure(context: ApiContext, client: Client, received: _Received, message: str) -> int | None:
+    """`_record_feed` for a failed upload; None when even that fails (the store is down): the
+    client still gets the problem with its reference, and the log has both."""
+    try:
+        return _record_feed(context, client, received, "failed", message)
+    except Exception as exc:  # noqa: BLE001 - reported by reference, never raised over the answer
+        log_failure(None, exc)
+        return None
+
+
+def _audit_upload(request: Request[Client, Any, Any], feed_id: int, status: str, status_code: int,
+                  reason: str) -> None:
+    api_context(request).audit(request, rows=0, action="upload", status_code=status_code,
+                               filters={"feed_id": feed_id, "status": status, "reason": reason})
+
+
+def _unloaded_answer(client: Client, received: _Received, feed_id: int | None, status: str,
+                     message: str) -> dict[str, Any]:
+    """The `ptl ingest --json` shape for an upload that loaded nothing."""
+    return {"feed_id": feed_id, "status": status, "provider_code": client.organisation_code,
+            "census_date": received.census_date.isoformat() if received.census_date else None,
+            "filename": received.filename, "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0,
+            "rows_warned": 0, "became_current": False, "seconds": 0.0, "message": message,
+            "rejections": [], "warnings": []}

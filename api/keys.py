@@ -10,6 +10,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.context import api_context
+from api.formats import stored_time
 from api.guards import allow
 from api.problems import ProblemError
 from ptl.store.access import AccessError, Client, create_key, list_keys, revoke_key
@@ -51,8 +52,9 @@ class KeysController(Controller):
     @get("/", sync_to_thread=True, summary="Every API key (never the secret)")
     def list_keys(self, request: Request[Client, Any, Any]) -> KeyList:
         keys = list_keys(api_context(request).engine)
-        return KeyList(items=[KeyListing(k.key_id, k.organisation_code, k.role, k.name, k.created_at,
-                                         k.revoked_at) for k in keys])
+        return KeyList(items=[KeyListing(k.key_id, k.organisation_code, k.role, k.name,
+                                         stored_time(k.created_at), stored_time(k.revoked_at))
+                              for k in keys])
 
     @post("/", sync_to_thread=True, status_code=HTTP_201_CREATED,
           summary="Create a key (the response is the only time the key is shown)")

@@ -13,10 +13,13 @@ from typing import Any
 import msgspec
 
 from api.problems import ProblemError
+from api.request_limits import MAX_JSON_DEPTH, json_nesting_depth, too_deep
 
 MAX_LIMIT = 500
 #: The largest id the store holds (64-bit): path ids and cursors beyond it cannot exist.
 MAX_ID = 2**63 - 1
+#: Cursors this API issues are well under 100 characters; longer ones are not ours.
+MAX_CURSOR_CHARS = 512
 
 
 def is_store_int(value: object) -> bool:
@@ -28,11 +31,20 @@ def encode_cursor(value: Any) -> str:
 
 
 def decode_cursor(cursor: str) -> Any:
+    not_ours = ProblemError(
+        400, "`cursor` is not one this API issued: pass back `next_cursor` unchanged, or leave "
+             "it out to start from the first page",
+    )
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise not_ours
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return msgspec.json.decode(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (binascii.Error, ValueError, UnicodeError, msgspec.DecodeError):
-        raise ProblemError(
-            400, "`cursor` is not one this API issued: pass back `next_cursor` unchanged, or leave "
-                 "it out to start from the first page",
-        ) from None
+        text = base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise not_ours from None
+    if json_nesting_depth(text) > MAX_JSON_DEPTH:
+        raise too_deep("`cursor`")
+    try:
+        return msgspec.json.decode(text)
+    except (ValueError, UnicodeError, msgspec.DecodeError):
+        raise not_ours from None

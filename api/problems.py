@@ -64,9 +64,14 @@ class ProblemError(HTTPException):
     """An error that already knows its problem detail (raise from controllers)."""
 
     def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None,
-                 feed: dict[str, Any] | None = None) -> None:
+                 feed: dict[str, Any] | None = None, reference: str | None = None) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers)
         self.feed = feed
+        self.reference = reference
+
+
+def problem_title(status: int) -> str:
+    return _KINDS.get(status, ("error", "Error"))[1]
 
 
 def problem_type(status: int) -> str:
@@ -76,8 +81,7 @@ def problem_type(status: int) -> str:
 
 def problem_response(status: int, detail: str, *, instance: str | None = None,
                      headers: dict[str, str] | None = None, **extensions: Any) -> Response[Problem]:
-    title = _KINDS.get(status, ("error", "Error"))[1]
-    body = Problem(type=problem_type(status), title=title, status=status, detail=detail,
+    body = Problem(type=problem_type(status), title=problem_title(status), status=status, detail=detail,
                    instance=instance, **extensions)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -111,17 +115,26 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
         # Our own 5xx problems (say, the audit trail unavailable) carry a detail written here,
         # never an exception's message; anything else is reported by reference only.
         return _internal_error(request, exc)
-    feed = exc.feed if isinstance(exc, ProblemError) else None
-    return problem_response(status, detail, instance=instance, headers=exc.headers, feed=feed)
+    if isinstance(exc, ProblemError):
+        return problem_response(status, detail, instance=instance, headers=exc.headers, feed=exc.feed,
+                                reference=exc.reference)
+    return problem_response(status, detail, instance=instance, headers=exc.headers)
+
+
+def log_failure(request: Request[Any, Any, Any] | None, exc: BaseException) -> str:
+    """Log an unexpected error by where it happened, never its message (which may quote patient
+    values), and return the reference the client is given to quote."""
+    reference = uuid.uuid4().hex[:12]
+    frames = traceback.extract_tb(exc.__traceback__)[-6:]
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    log.error("unhandled error %s at %s (reference %s)", type(exc).__name__, where, reference,
+              extra={"reference": reference, "error": type(exc).__name__,
+                     "path": request.url.path if request is not None else None, "where": where})
+    return reference
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: BaseException) -> Response[Problem]:
-    reference = uuid.uuid4().hex[:12]
-    # Where it failed, without the exception's message (which may quote patient values).
-    frames = traceback.extract_tb(exc.__traceback__)[-6:]
-    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
-    log.error("unhandled error %s at %s (reference %s)", type(exc).__name__, where, reference, extra={"reference": reference, "error": type(exc).__name__,
-                                        "path": request.url.path, "where": where})
+    reference = log_failure(request, exc)
     return problem_response(
         500, f"the server failed to answer this request; quote reference {reference} to the "
              "service team", instance=request.url.path, reference=reference,
@@ -130,11 +143,3 @@ def _internal_error(request: Request[Any, Any, Any], exc: BaseException) -> Resp
 
 def unexpected_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     return _internal_error(request, exc)
-
-
-def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
-    """Before every handler: a NUL in the path or a query value is never a real code or id,
-    and PostgreSQL refuses it in text parameters (a 500 otherwise). One check for every route."""
-    values = [request.url.path, *(v for _k, v in request.query_params.items())]
-    if any("\x00" in value for value in values):
-        raise ProblemError(400, "the request holds a NUL character; codes, ids and filters are plain text")

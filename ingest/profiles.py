@@ -32,6 +32,12 @@ BUILTIN_PROFILES = ("wlmds", "canonical")
 DECLARABLE_FIELDS = frozenset({"provider_code", "census_date"})
 _TOP_LEVEL_KEYS = {"name", "date_format", "delimiter", "encoding", "sheet", "columns", "values",
                    "defaults", "description"}
+#: A profile is a few kilobytes (a long [values] translation table, a few tens); anything
+#: bigger is not a profile, and is refused before it is parsed.
+MAX_PROFILE_BYTES = 256 * 1024
+#: The deepest a profile nests: [values.field] → "source value" = "canonical value" is 3
+#: levels, a list of headers under [columns] also 3.
+MAX_PROFILE_DEPTH = 4
 _ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "windows-1252": "cp1252", "cp1252": "cp1252",
               "latin-1": "latin-1", "iso-8859-1": "latin-1"}
 
@@ -98,14 +104,55 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if path.suffix.lower() != ".toml" and not path.exists():
         return builtin_profile(text_name)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            content = handle.read(MAX_PROFILE_BYTES + 1)
+        text = content.decode("utf-8")
     except FileNotFoundError:
         raise ProfileError(f"profile file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"profile {path} is not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"profile {path} cannot be read: {exc}") from None
-    return parse_profile(raw, source=str(path))
+    return parse_profile_text(text, source=str(path))
+
+
+def parse_profile_text(text: str, source: str = "profile") -> Profile:
+    """Parse and check the text of a TOML profile (a file's, or one sent with an upload).
+
+    The text is untrusted: more than `MAX_PROFILE_BYTES`, or arrays, tables or dotted keys
+    nested deeper than `MAX_PROFILE_DEPTH`, is refused with a `ProfileError` like any other
+    problem, never a parser's `RecursionError`."""
+    # Characters first (each is at least a byte), so a huge text is refused without a copy.
+    if len(text) > MAX_PROFILE_BYTES or len(text.encode("utf-8", errors="replace")) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"profile {source} is larger than {MAX_PROFILE_BYTES // 1024} KiB; a profile "
+                           "maps columns and values, a few kilobytes")
+    too_deep = ProfileError(f"profile {source} nests tables or arrays more than {MAX_PROFILE_DEPTH} "
+                            "levels deep; a profile needs at most [values.field] \"value\" = \"code\"")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {source} is not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per level of inline arrays and tables.
+        raise too_deep from None
+    if _depth(raw) > MAX_PROFILE_DEPTH:
+        raise too_deep
+    return parse_profile(raw, source=source)
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in a parsed TOML value, without recursion (dotted
+    keys nest without limit while parsing, and only then could a recursive walk overflow)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_PROFILE_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def parse_profile(raw: dict[str, Any], source: str = "profile") -> Profile:

@@ -343,12 +343,17 @@ def test_refused_upload_is_422_with_the_reasons(api_system: ApiSystem, tmp_path:
 
 def test_upload_for_another_organisation_or_role_is_refused(api_system: ApiSystem, tmp_path: Path) -> None:
     extract = write_extract(tmp_path / "RBB.csv", patient_rows("RBB", 5, first_person=400))
-    assert_problem(_upload(api_system, "provider:RAA", extract, provider="RBB"), 403)
-    for key in ("icb", "analyst", "admin"):
+    for key in ("icb", "analyst", "admin"):  # not a provider: no upload at all
         assert_problem(_upload(api_system, key, extract), 403)
-    assert_problem(_upload(api_system, "provider:RAA", extract, profile="/etc/passwd.toml"), 400)
     with api_system.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT COUNT(*) FROM feed WHERE source = 'api'")).scalar() == 0
+    # A provider's upload that is refused is recorded as its own refused feed, and loads nothing.
+    assert_problem(_upload(api_system, "provider:RAA", extract, provider="RBB"), 403)
+    assert_problem(_upload(api_system, "provider:RAA", extract, profile="/etc/passwd.toml"), 400)
+    with api_system.engine.connect() as connection:
+        feeds = connection.execute(sa.text(
+            "SELECT provider_code, status FROM feed WHERE source = 'api'")).all()
+    assert [tuple(f) for f in feeds] == [("RAA", "refused"), ("RAA", "refused")]
 
 
 # --- keys, revocation, rate limits -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,13 @@ def load_system(engine: Engine, folder: Path) -> None:
     link_persons_by_nhs_number(engine)
 
 
-def make_system(engine: Engine, folder: Path, **settings_overrides: Any) -> Iterator[ApiSystem]:
+def make_system(engine: Engine, folder: Path, *, prepare: Callable[[Engine], None] | None = None,
+                **settings_overrides: Any) -> Iterator[ApiSystem]:
+    """The loaded system served; `prepare` changes the store after loading, before serving."""
     load_system(engine, folder)
+    if prepare is not None:
+        prepare(engine)
+        invalidate_snapshot(engine)
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False), var_dir=folder,
                         rate_limit_per_minute=100_000, pseudonym_key="test-pseudonym-secret",
                         **settings_overrides)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import ProfileError
-from ingest.profiles import load_profile
+from ingest.profiles import load_profile, parse_profile_text
 from ptl.fields import FIELDS, REQUIRED_COLUMNS
 
 GOOD = """
@@ -106,3 +106,24 @@ def test_provider_and_census_date_may_be_declared_at_ingest_instead_of_mapped(tm
     assert {"provider_code", "census_date"} <= set(REQUIRED_COLUMNS)
     with pytest.raises(ProfileError, match="required field\\(s\\) not mapped .*: rtt_start_date"):
         load_profile(write(tmp_path, text.replace('rtt_start_date = "Clock Start"\n', "")))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nested = " + "[" * 100_000 + "]" * 100_000, "levels deep"),
+    ("nested = " + "{a = " * 5_000 + "1" + "}" * 5_000, "levels deep"),
+    ("[" + ".".join(["values"] * 20_000) + "]\n", "levels deep"),
+    ("[values.sex]\nM = { deeper = { still = '1' } }\n", "levels deep"),
+    ("description = '" + "x" * (300 * 1024) + "'\n", "larger than 256 KiB"),
+], ids=["arrays", "inline-tables", "dotted-keys", "five-levels", "too-large"])
+def test_hostile_profiles_are_refused_not_crashed(tmp_path: Path, text: str, message: str) -> None:
+    """Deep nesting once ended in a RecursionError; text from a file and text sent with an upload
+    go through the same parser and limits."""
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write(tmp_path, text))
+    with pytest.raises(ProfileError, match=message):
+        parse_profile_text(text, source="uploaded profile")
+
+
+def test_a_profile_at_the_depth_limit_still_loads() -> None:
+    profile = parse_profile_text(GOOD, source="uploaded profile")
+    assert profile.values["sex"] == {"M": "1", "F": "2"} and profile.columns["sex"] == ("Gender", "Sex")
