@@ -17,3 +17,8 @@ class FeedRefused(IngestError):
     def __init__(self, message: str, kind: str = "refused") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class DeclarationError(IngestError):
+    """What the caller declared about a file (its provider code) cannot be right: nothing is
+    read and nothing is recorded (a feed cannot be filed under a code that is not one)."""

@@ -92,6 +92,8 @@ def _feed_values(record: FeedRecord, status: str) -> dict[str, Any]:
 
 def record_refused(engine: Engine, record: FeedRecord, issues: pl.DataFrame | None) -> int:
     """Write a refused feed and its row issues (nothing else is touched)."""
+    if record.message:  # a refusal may name what the client sent; PostgreSQL text holds no NUL
+        record.message = record.message.replace("\x00", "\\0")
     writes = open_feed_writes(engine)
     try:
         writes.begin()

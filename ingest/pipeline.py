@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from ingest.derive import derive
-from ingest.errors import FeedRefused
+from ingest.errors import DeclarationError, FeedRefused
 from ingest.feed_writes import loaded_feed_with_sha
 from ingest.load import FeedLoad, FeedRecord, record_refused
 from ingest.profiles import Profile, load_profile
@@ -179,8 +180,11 @@ def ingest_file(
     settings = settings or Settings.from_env()
     started = time.perf_counter()
     provider_code = provider_code.strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{3,12}", provider_code):
+        raise DeclarationError(f"the provider code must be an ODS code of 3 to 12 letters and digits "
+                               f"(e.g. RXX or NT4), not {provider_code[:20]!r}")
     resolved = profile if isinstance(profile, Profile) else load_profile(profile)
-    name = filename or path.name
+    name = (filename or path.name)[:200]
     say = progress or (lambda _message: None)
 
     record = FeedRecord(
@@ -189,6 +193,7 @@ def ingest_file(
     )
     issues: pl.DataFrame | None = None
     load: FeedLoad | None = None
+    file_warnings: list[dict[str, Any]] = []  # about the whole file (a census not on a Sunday)
     try:
         record.file_format = file_format_of(path)
         # A file from outside is parsed in a child process and never read into this one.
@@ -224,6 +229,7 @@ def ingest_file(
         mapped = map_columns(extract.frame, resolved, filename=name, provider_code=provider_code,
                              census_date=census_date)
         record.census_date = mapped.census_date
+        file_warnings = [warning.as_issue() for warning in mapped.warnings]
         load.begin(record)  # reads the provider's known identities meanwhile
         # The whole-file checks and the reference lookups run beside the patient list (Polars
         # and the database driver release the GIL): the first batch is stored sooner.
@@ -275,6 +281,7 @@ def ingest_file(
             f"loaded {record.rows_loaded:,} of {record.rows_read:,} rows"
             + (f"; {record.rows_rejected:,} rejected" if record.rows_rejected else "")
             + (f"; {record.rows_warned:,} with warnings" if record.rows_warned else "")
+            + "".join(f"; {warning['reason']}" for warning in file_warnings)
         )
         say(f"committing {record.rows_loaded:,} pathways")
         outcome = load.commit(record, issues)
@@ -322,7 +329,7 @@ def ingest_file(
         rows_loaded=record.rows_loaded, rows_rejected=record.rows_rejected,
         rows_warned=record.rows_warned, became_current=outcome.became_current,
         seconds=time.perf_counter() - started, linking=linking,
-        rejections=_issue_list(issues, "rejected"), warnings=_issue_list(issues, "warning"),
+        rejections=_issue_list(issues, "rejected"), warnings=file_warnings + _issue_list(issues, "warning"),
     )
 
 

@@ -124,7 +124,7 @@ def read_extract(path: Path, profile: Profile, data: bytes | None = None,
         raise FeedRefused(f"{path.name}: not a readable {fmt.upper()} file ({_reader_failure(fmt, exc)})",
                           kind="unreadable") from None
     _check_cell_lengths(path.name, frame)
-    frame = frame.rename({c: c.strip() for c in frame.columns})
+    frame = _without_nul(frame)
     if frame.height == 0:
         raise FeedRefused(f"{path.name}: the file has no data rows", kind="empty")
     return Extract(frame=frame, file_format=fmt, row_offset=offset)
@@ -420,3 +420,19 @@ def _as_text(frame: pl.DataFrame, date_format: str | None = None) -> pl.DataFram
         else:
             exprs.append(column.cast(pl.String))
     return frame.select(exprs)
+
+
+def _without_nul(frame: pl.DataFrame) -> pl.DataFrame:
+    """Headers stripped of surrounding space, and NUL characters taken out of headers and
+    values. No extract means a NUL (a text field cannot hold one on PostgreSQL, so one value
+    would fail the whole load, or the record of its refusal); Polars checks every column in
+    one parallel pass and only columns holding one are rewritten."""
+    frame = frame.rename({c: c.replace("\x00", "").strip() for c in frame.columns})
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    if not text:
+        return frame
+    found = frame.select(pl.col(name).str.contains("\x00", literal=True).any() for name in text).row(0)
+    holding = [name for name, has in zip(text, found, strict=True) if has]
+    if holding:
+        frame = frame.with_columns(pl.col(name).str.replace_all("\x00", "", literal=True) for name in holding)
+    return frame

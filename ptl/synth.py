@@ -1276,14 +1276,18 @@ def _plan_defects(rng: np.random.Generator, frame: pl.DataFrame, census: dt.date
     missing = ["pathway_id"] + cycle(
         ["local_patient_id", "waiting_list_type", "treatment_function_code"], max(n - 1, 0))
     add("missing_value", "rejected", [(c, None) for c in missing[: max(n, 1)]])
+    # A date of birth is a demographic: not a date, or after the census, it is blanked with a
+    # warning (the waiting patient stays listed); the pathway's own dates reject the row.
     if not typed_dates:
         bad_cols = cycle(["date_of_birth", "decision_to_admit_date", "last_validated_date",
                           "tci_date"], max(n, 2))
-        add("bad_date", "rejected", [(c, _BAD_DATE) for c in bad_cols])
+        add("bad_date", "rejected", [(c, _BAD_DATE) for c in bad_cols if c != "date_of_birth"])
+        add("bad_date", "warning", [(c, _BAD_DATE) for c in bad_cols if c == "date_of_birth"])
     dac_cols = cycle(["date_of_birth", "decision_to_admit_date", "last_validated_date",
                       "last_attended_date", "last_dna_date"], max(n, 2))
-    add("date_after_census", "rejected", list(zip(dac_cols, future(len(dac_cols), 90),
-                                                 strict=True)))
+    after = list(zip(dac_cols, future(len(dac_cols), 90), strict=True))
+    add("date_after_census", "rejected", [(c, d) for c, d in after if c != "date_of_birth"])
+    add("date_after_census", "warning", [(c, d) for c, d in after if c == "date_of_birth"])
     add("clock_start_after_census", "rejected",
         [("rtt_start_date", d) for d in future(n, 60)], rtt)
     bad_codes: list[tuple[str, Any]] = [

@@ -196,13 +196,15 @@ def test_person_endpoint_per_role(shared_system: ApiSystem) -> None:
 def test_feed_detail_withholds_identity_values_from_admins(api_system: ApiSystem, tmp_path: Path) -> None:
     system = api_system
     rows = patient_rows("RAA", 20, first_person=100)
-    rows[3]["date_of_birth"] = "31/02/1960"  # an identity value the feed will quote back
+    rows[3]["date_of_birth"] = "31/02/1960"  # an identity value no reason may quote
     extract = write_extract(tmp_path / "RAA-bad.csv", rows)
     upload = _upload(system, "provider:RAA", extract, census_date=None)
     feed_id = upload.json()["feed_id"]
     issues = {k: system.get(f"/api/v1/feeds/{feed_id}", k).json()["issues"] for k in ("provider:RAA", "admin")}
     own = [i for i in issues["provider:RAA"] if i["column"] == "date_of_birth"]
-    assert own and "31/02/1960" in own[0]["reason"]
+    # Blanked with a warning that names the field, never its value, to the provider itself too.
+    assert own and own[0]["severity"] == "warning" and "blanked" in own[0]["reason"]
+    assert "31/02/1960" not in own[0]["reason"]
     admin = [i for i in issues["admin"] if i["column"] == "date_of_birth"]
     assert admin and "31/02/1960" not in admin[0]["reason"] and admin[0]["row"] == own[0]["row"]
 

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.errors import ProfileError
+from ingest.errors import DeclarationError, ProfileError
 from ingest.pipeline import IngestResult, ingest_file
 from ingest.read import sha256_of
 from ingest.sources.config import FolderSource, declared_census_date
@@ -137,6 +137,8 @@ def ingest_dropped_file(engine: Engine, source: FolderSource, path: Path, settin
                                 f"{path.name} stays in inbox for the next poll") from None
     except ProfileError as exc:
         raise SourceUnavailable(f"profile {source.profile_ref} is not usable: {exc}") from None
+    except DeclarationError as exc:
+        raise SourceUnavailable(f"source {source.name}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any other failure must not stop the source's other files
         # The exception's text may quote file contents, so only its type is reported.
         log.error("file could not be ingested", extra={

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.errors import ProfileError
+from ingest.errors import DeclarationError, ProfileError
 from ingest.pipeline import ingest_file
 from ingest.sources.config import MeshSource, SourcesConfigError, declared_census_date
 from ingest.sources.outcome import FileOutcome, SourceUnavailable
@@ -182,6 +182,8 @@ def _take_message(engine: Engine, client: Any, source: MeshSource, message_id: s
                                 "messages stay in the mailbox") from None
     except ProfileError as exc:
         raise SourceUnavailable(f"profile {source.profile_ref} is not usable: {exc}") from None
+    except DeclarationError as exc:
+        raise SourceUnavailable(f"source {source.name}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
         log.error("MESH message could not be ingested", extra={
             "source": source.name, "provider": source.provider_code, "message_id": message_id,

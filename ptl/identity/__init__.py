@@ -12,7 +12,13 @@ The public surface (the rest of `ptl.identity` is internal):
 
 from ptl.identity.duplicates import counted_once, duplicate_pathways
 from ptl.identity.evaluation import PairwiseQuality, TruthError, pairwise_quality
-from ptl.identity.linking import LinkReport, has_unlinked_identities, identity_export, link, person_ids
+from ptl.identity.linking import (
+    LinkReport,
+    has_unlinked_identities,
+    identity_export,
+    link,
+    person_ids,
+)
 from ptl.identity.model import ModelError, train_model
 from ptl.identity.review import review_items
 from ptl.identity.scoring import PairBudgetExceeded

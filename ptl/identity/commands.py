@@ -205,13 +205,14 @@ def _export_identities(args: argparse.Namespace, settings: Settings) -> int:
     from ptl.cli import CommandError
     from ptl.commands.store import open_store
     from ptl.identity import identity_export
+    from ptl.spreadsheet import formula_safe_frame
 
     engine = open_store(settings)
     with engine.connect() as connection:
         frame = identity_export(connection)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_csv(args.out)
+        formula_safe_frame(frame).write_csv(args.out)  # opened in spreadsheets: no formula runs
     except OSError as exc:
         raise CommandError(f"cannot write {args.out} ({exc.strerror})") from None
     unlinked = frame["person_id"].null_count()
