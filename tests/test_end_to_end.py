@@ -1,4 +1,4 @@
-"""End to end: `ptl synth` writes a system in four dialects; ingesting every feed finds
+"""End to end: `ptl synth` writes a system in five dialects (one sparse: required fields and the NHS number only); ingesting every feed finds
 exactly what the generator planted (counts, and every rejected or warned row and column)."""
 
 from __future__ import annotations

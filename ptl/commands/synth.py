@@ -64,17 +64,36 @@ def _synth(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
+    out = args.out or settings.var_dir / "demo"
+    # The demo prints its own one-line-per-feed summary; per-feed log lines would repeat it.
+    quieted = {name: logging.getLogger(name).level for name in ("ptl.ingest", "ptl.identity")}
+    if settings.log_level.upper() == "INFO":
+        for name in quieted:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        engine = _load_demo(args, settings, out)
+    finally:  # the loggers speak again for whatever runs next in this process (the API)
+        for name, level in quieted.items():
+            logging.getLogger(name).setLevel(level)
+    if args.no_serve:
+        print("\nLook at it:")
+        print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
+        print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
+        print("  ptl link review                # identity conflicts, not merged silently")
+        print("  ptl capacity list              # declared weekly capacity and what is in force")
+        print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
+        return 0
+    return _serve_demo(engine, settings)
+
+
+def _load_demo(args: argparse.Namespace, settings: Settings, out: Path) -> Any:
+    """Steps 1-6 of the demo: store, synthetic system, reference data, load, link, capacity."""
     from ingest.pipeline import ingest_file
     from ptl.refdata.imd import load_imd
     from ptl.refdata.postcodes import load_postcodes
     from ptl.store import migrate
     from ptl.store.engine import make_engine
 
-    out = args.out or settings.var_dir / "demo"
-    # The demo prints its own one-line-per-feed summary; per-feed log lines would repeat it.
-    if settings.log_level.upper() == "INFO":
-        for name in ("ptl.ingest", "ptl.identity"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     print(f"1. store ready at {settings.database_url}")
@@ -104,15 +123,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
           f"{report.seconds:.1f}s")
     if loaded:  # a second run declares nothing again
         _declare_demo_capacity(engine, system.providers)
-    if args.no_serve:
-        print("\nLook at it:")
-        print("  ptl feeds list                 # every feed; * marks each provider's current snapshot")
-        print("  ptl feeds show FEED_ID         # rejected rows with row number, column and reason")
-        print("  ptl link review                # identity conflicts, not merged silently")
-        print("  ptl capacity list              # declared weekly capacity and what is in force")
-        print("  ptl ingest FILE --provider CODE --profile PROFILE.toml   # load your own extract")
-        return 0
-    return _serve_demo(engine, settings)
+    return engine
 
 
 def _declare_demo_capacity(engine: Any, providers: list[dict[str, Any]]) -> None:
