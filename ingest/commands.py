@@ -222,5 +222,7 @@ def _fields(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for f in FIELDS:
         required = {"no": "", "column": " [column required]", "value": " [required]"}[f.required]
-        print(f"{f.name:<24} {f.kind:<10}{required}  {f.meaning}")
+        invalid = {"reject": "row rejected", "blank": "value blanked", "refuse": "file refused"}[f.invalid]
+        print(f"{f.name:<24} {f.kind:<10}{required}  {f.meaning} (at most {f.max_length} "
+              f"characters; if invalid: {invalid})")
     return 0
