@@ -160,3 +160,14 @@ def test_ingest_links_as_part_of_the_load_so_a_person_at_two_providers_is_one_ne
     path = write_csv(tmp_path / "RZZ.csv", [good_row(9, provider_code="RZZ", nhs_number=numbers[0])])
     assert main(["ingest", str(path), "--provider", "RZZ", "--profile", "canonical"]) == 0
     assert "identity linking: linked" in capsys.readouterr().out
+
+
+def test_a_provider_code_that_is_not_one_is_refused_before_anything_is_read(
+        cli_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL refused the feed row for a code over 12 characters: a traceback, nothing said."""
+    path = write_csv(tmp_path / "ptl.csv", good_rows(2))
+    capsys.readouterr()
+    assert main(["ingest", str(path), "--provider", "R" * 40, "--profile", "canonical"]) == 2
+    assert "provider code must be an ODS code" in capsys.readouterr().err
+    assert main(["feeds", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

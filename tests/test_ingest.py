@@ -437,3 +437,19 @@ def test_a_headerless_file_is_refused_without_a_patient_value_in_any_record(
     assert {"9434765919", "Okonkwo-Baptiste", "Precious", "1960-03-04", "LS1 4AB", "L000001"} <= first_line
     assert sorted(value for value in first_line if value in said) == []
     assert issues == 0
+
+
+def test_nul_characters_in_values_and_headers_load_without_them_on_both_stores(
+        store_engine: Engine, tmp_path: Path) -> None:
+    """A NUL in any value failed the whole COPY on PostgreSQL (a 500 through the API)."""
+    rows = good_rows(3)
+    rows[0] = good_row(1, pathway_id="PPI\x00000001", family_name="Sm\x00ith")
+    for row in rows:  # and a header with a NUL in it
+        row["site_code\x00"] = "RXX01"
+    result = ingest(store_engine, write_csv(tmp_path / "ptl.csv", rows))
+    assert (result.status, result.rows_loaded) == ("loaded", 3), result.message
+    with store_engine.connect() as connection:
+        assert connection.execute(sa.text(
+            "SELECT COUNT(*) FROM pathway WHERE pathway_id = 'PPI000001' AND site_code = 'RXX01'")).scalar_one() == 1
+        assert connection.execute(sa.text(
+            "SELECT family_name FROM source_identity WHERE local_patient_id = 'L000001'")).scalar_one() == "Smith"
